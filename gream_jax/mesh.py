@@ -134,17 +134,84 @@ def data_parallel_size(mesh: Mesh, rules=DEFAULT_RULES) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def maybe_initialize_distributed() -> None:
+def _int_env(environ, name: str, default: int = 0) -> int:
+    try:
+        return int(environ.get(name, default))
+    except ValueError:
+        raise MeshConfigError(f"environment variable {name}={environ.get(name)!r} is not an integer") from None
+
+
+def _has_tpu_chips() -> bool:
+    """True on a Cloud TPU VM (TPU chips on the PCI bus); cheap and does not start a backend."""
+    try:
+        from jax._src import hardware_utils  # private, so guarded: only a fast path for TPU VMs
+        return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+    except Exception:
+        return False
+
+
+def distributed_launch(environ=None, has_tpu_chips=None) -> tuple[str, dict] | None:
+    """Decides how (and whether) this process joins a multi-process JAX job.
+
+    Pure function of the environment so that every launcher path is testable. Returns
+    None for a single process, else (kind, kwargs for `jax.distributed.initialize`):
+      - "explicit": JAX_COORDINATOR_ADDRESS (+ JAX_NUM_PROCESSES, JAX_PROCESS_ID), as set by
+        `launch/slurm_gpu.sh` or by hand; all three given means no auto-detection at all.
+      - "slurm": inside an `srun` step with more than one task (SLURM_STEP_NUM_TASKS > 1).
+        A plain `sbatch` batch script (SLURM_NTASKS > 1 but a single process) is NOT
+        multi-process, which is why SLURM_NTASKS alone is not trusted (it would hang).
+      - "ompi": mpirun with more than one rank.
+      - "tpu": a Cloud TPU VM (GCE pod slice via `gcloud ... ssh --worker=all`, whose
+        topology lives in the metadata server, not in env vars) or GKE TPU
+        (TPU_WORKER_HOSTNAMES). Initialising on a single-host TPU VM is harmless.
+    GREAM_DISTRIBUTED=0 forces single-process; GREAM_DISTRIBUTED=1 forces auto-detection.
+    """
+    environ = os.environ if environ is None else environ
+    force = environ.get("GREAM_DISTRIBUTED", "").strip().lower()
+    if force in ("0", "false", "no", "off"):
+        return None
+    if environ.get("JAX_COORDINATOR_ADDRESS"):
+        kwargs = {"coordinator_address": environ["JAX_COORDINATOR_ADDRESS"]}
+        if environ.get("JAX_NUM_PROCESSES") is not None or environ.get("JAX_PROCESS_ID") is not None:
+            if environ.get("JAX_NUM_PROCESSES") is None or environ.get("JAX_PROCESS_ID") is None:
+                raise MeshConfigError("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither) "
+                                      "together with JAX_COORDINATOR_ADDRESS")
+            kwargs["num_processes"] = _int_env(environ, "JAX_NUM_PROCESSES")
+            kwargs["process_id"] = _int_env(environ, "JAX_PROCESS_ID")
+            if not 0 <= kwargs["process_id"] < kwargs["num_processes"]:
+                raise MeshConfigError(f"JAX_PROCESS_ID={kwargs['process_id']} is outside "
+                                      f"[0, JAX_NUM_PROCESSES={kwargs['num_processes']})")
+        return "explicit", kwargs
+    if _int_env(environ, "SLURM_STEP_NUM_TASKS", 1) > 1:
+        return "slurm", {}
+    if _int_env(environ, "OMPI_COMM_WORLD_SIZE", 1) > 1:
+        return "ompi", {}
+    tpu_hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+    if tpu_hosts.count(",") > 0:
+        return "tpu", {}
+    if force in ("1", "true", "yes", "on"):
+        return "auto", {}
+    if environ.get("TPU_SKIP_MDS_QUERY") is None and environ.get("JAX_PLATFORMS", "") in ("", "tpu"):
+        if has_tpu_chips is None:
+            has_tpu_chips = _has_tpu_chips()
+        if has_tpu_chips:
+            return "tpu", {}
+    return None
+
+
+def maybe_initialize_distributed() -> str | None:
     """Calls `jax.distributed.initialize()` when launched as one of several processes.
 
-    Harmless single-host: it only runs when a coordinator is configured through the
-    environment (JAX_COORDINATOR_ADDRESS, SLURM, or a Cloud TPU pod's metadata).
+    Must run before anything touches a JAX backend (gream_jax.main calls it first).
+    Harmless single-host; see `distributed_launch` for what is detected. Returns the kind.
     """
     if getattr(maybe_initialize_distributed, "_done", False):
-        return
-    multi = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-             or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-             or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
-    if multi:
-        jax.distributed.initialize()
+        return getattr(maybe_initialize_distributed, "_kind", None)
+    launch = distributed_launch()
+    kind = None
+    if launch is not None:
+        kind, kwargs = launch
+        jax.distributed.initialize(**kwargs)
     maybe_initialize_distributed._done = True
+    maybe_initialize_distributed._kind = kind
+    return kind

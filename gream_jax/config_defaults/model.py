@@ -1,12 +1,79 @@
-"""Config section `config.model`: defaults and validation."""
+"""Config section `config.model`: which backbone (HF checkpoint or small from-scratch Qwen3),
+its size, numerics, LoRA, and how the vocabulary is extended with SID/task tokens.
+
+Consumed by `gream_jax/model/builder.py`. The from-scratch defaults are sized for the
+ML-100k run on 2 CPU cores; HF checkpoints take their architecture from config.json and
+ignore the size fields.
+"""
 
 import ml_collections
+
+from gream_jax.model import config as model_config
 
 
 def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    # Hugging Face directory (config.json, tokenizer.json, *.safetensors); "" = from scratch.
+    c.checkpoint = ""
+    # From-scratch Qwen3 architecture (ignored when checkpoint is set).
+    c.num_layers = 2
+    c.hidden_size = 128
+    c.num_heads = 4
+    c.num_kv_heads = 2
+    c.head_dim = 32
+    c.intermediate_size = 384
+    c.rope_theta = 10000.0
+    c.rms_norm_eps = 1e-6
+    c.tie_word_embeddings = True
+    c.max_position_embeddings = 2048
+    # From-scratch tokenizer: byte-level BPE trained on the item texts + task prompt words.
+    c.tokenizer_vocab_size = 2000
+    # Numerics and execution (both backbones).
+    c.param_dtype = "float32"
+    c.dtype = "float32"
+    c.remat = "none"              # one of gream_jax.model.config.REMAT_POLICIES
+    c.scan_layers = True
+    c.attention = "xla"           # "xla" | "cudnn" (GPU, bf16) | "einsum"
+    # Vocabulary extension: rows are padded to a multiple of this (tensor-parallel friendly),
+    # new rows = mean of existing rows + new_token_noise * (per-dim std of existing rows) * N(0,1).
+    c.vocab_pad_multiple = 64
+    c.new_token_noise = 0.02
+    # LoRA (rank 0 = full fine-tuning). Targets from gream_jax.model.config.PROJECTIONS.
+    c.lora_rank = 0
+    c.lora_alpha = 16.0
+    c.lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj")
     return c
 
 
 def validate(config) -> None:
-    from gream_jax.config_defaults.base import ConfigError  # noqa: F401
+    import os
+
+    from gream_jax.config_defaults.base import ConfigError
+    m = config.model
+    if m.checkpoint and not os.path.isdir(m.checkpoint):
+        raise ConfigError(f"config.model.checkpoint={m.checkpoint!r}: not a directory")
+    if m.checkpoint and not os.path.exists(os.path.join(m.checkpoint, "config.json")):
+        raise ConfigError(f"config.model.checkpoint={m.checkpoint!r}: has no config.json")
+    for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                 "intermediate_size", "max_position_embeddings", "tokenizer_vocab_size",
+                 "vocab_pad_multiple"):
+        if int(m[name]) <= 0:
+            raise ConfigError(f"config.model.{name}={m[name]!r}: must be positive")
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(f"config.model.num_kv_heads={m.num_kv_heads}: must divide "
+                          f"config.model.num_heads={m.num_heads}")
+    if m.head_dim % 2:
+        raise ConfigError(f"config.model.head_dim={m.head_dim}: must be even")
+    for name, allowed in (("param_dtype", model_config.DTYPES), ("dtype", model_config.DTYPES),
+                          ("remat", model_config.REMAT_POLICIES),
+                          ("attention", model_config.ATTENTION_IMPLEMENTATIONS)):
+        if m[name] not in allowed:
+            raise ConfigError(f"config.model.{name}={m[name]!r}: must be one of {allowed}")
+    if m.lora_rank < 0:
+        raise ConfigError(f"config.model.lora_rank={m.lora_rank}: must be >= 0")
+    for t in m.lora_targets:
+        if t not in model_config.PROJECTIONS:
+            raise ConfigError(f"config.model.lora_targets: unknown projection {t!r}; "
+                              f"known: {model_config.PROJECTIONS}")
+    if m.new_token_noise < 0:
+        raise ConfigError(f"config.model.new_token_noise={m.new_token_noise}: must be >= 0")

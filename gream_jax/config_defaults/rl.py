@@ -1,12 +1,103 @@
-"""Config section `config.rl`: defaults and validation."""
+"""Config section `config.rl`: SRPO post-training (defaults follow GREAM's release).
+
+Every part of the algorithm is a switch so the ablations are config edits:
+`objective` picks the reward and whether the pass@k bonus is added (gream_jax/train/advantages.py
+OBJECTIVES), `dynamic_sampling` / `max_resample_rounds` the zero-variance filtering, and
+`constrained_answer` whether the SID after `<answer>` goes through the trie (ours) or is sampled
+freely (the release).
+"""
 
 import ml_collections
+
+MODES = ("direct", "reasoning")
+SELECT_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 
 def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.enabled = True                # False: the rl stage exports nothing and eval uses sft/final
+    c.objective = "srpo"            # grpo | srpo | srpo_no_bonus | srpo_no_residual
+    c.mode = "reasoning"            # rollouts as in GREAM (reasoning) or the SID alone (direct)
+    c.init_from = "sft/final"       # relative to the workdir; also the frozen reference model
+    c.steps = 150
+    c.group_size = 10               # G rollouts per prompt
+    c.batch_prompts = 256           # prompts kept per step (after dynamic sampling)
+    c.mini_batch_prompts = 64       # prompts per optimiser update
+    c.ppo_epochs = 1                # passes over each batch (inner epochs)
+    c.micro_batch_sequences = 80    # sequences per forward/backward (gradient accumulation inside)
+    c.rollout_chunk_prompts = 32    # prompts decoded together (x group_size rows)
+    # Sampling
+    c.temperature = 1.0
+    c.top_p = 1.0
+    c.max_think_tokens = 256        # reasoning mode: budget for `<think>…</think><answer>`
+    c.constrained_answer = True     # False restores the release's free SID sampling after <answer>
+    # Reward and advantage
+    c.reward_levels = 0             # semantic levels for sqrt(l / levels); 0 = from the SID artifact
+    c.reward_cap = 0.95             # credit for a non-exact answer never exceeds this
+    c.reward_credits = ()           # explicit credits for l = 1, 2, ... (overrides the formula)
+    c.pass_k = 4
+    # Dynamic sampling
+    c.dynamic_sampling = True
+    c.max_resample_rounds = 10      # extra rounds of prompts drawn to refill a batch
+    c.oversample = 1.0              # each round draws oversample x (prompts still needed)
+    # Loss
+    c.clip_eps_low = 0.2
+    c.clip_eps_high = 0.2
+    c.dual_clip = 10.0              # cap on the loss of negative-advantage tokens (<= 1 disables)
+    c.kl_coef = 0.001               # k3 estimator against the frozen reference
+    # Optimiser (AdamW)
+    c.learning_rate = 2e-6
+    c.warmup_steps = 10
+    c.weight_decay = 0.1
+    c.grad_clip = 1.0
+    # Bookkeeping
+    c.eval_every = 25               # Direct-mode validation (selects rl/final); 0 = only at the end
+    c.eval_users = 0                # validation users scored (0 = config.train.eval_users' choice)
+    c.select_metric = "ndcg@10"
+    c.checkpoint_every = 25
+    c.keep_checkpoints = 2
+    c.time_budget_s = 0.0           # stop early (and still export) after this many seconds; 0 = none
     return c
 
 
 def validate(config) -> None:
-    from gream_jax.config_defaults.base import ConfigError  # noqa: F401
+    from gream_jax.config_defaults.base import ConfigError
+    from gream_jax.train.advantages import OBJECTIVES
+
+    r = config.rl
+    if r.objective not in OBJECTIVES:
+        raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
+    for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS)):
+        if r[field] not in known:
+            raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
+    for field in ("steps", "group_size", "batch_prompts", "mini_batch_prompts", "ppo_epochs",
+                  "max_think_tokens", "pass_k", "micro_batch_sequences",
+                  "rollout_chunk_prompts"):
+        if not isinstance(r[field], int) or r[field] < 1:
+            raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a positive int")
+    for field in ("max_resample_rounds", "warmup_steps", "eval_every", "checkpoint_every",
+                  "eval_users", "reward_levels"):
+        if not isinstance(r[field], int) or r[field] < 0:
+            raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a non-negative int")
+    if r.group_size < 2:
+        raise ConfigError(f"config.rl.group_size={r.group_size}: group advantages need >= 2 rollouts")
+    if r.batch_prompts % r.mini_batch_prompts:
+        raise ConfigError(f"config.rl.mini_batch_prompts={r.mini_batch_prompts}: must divide "
+                          f"config.rl.batch_prompts={r.batch_prompts}")
+    if r.temperature <= 0:
+        raise ConfigError(f"config.rl.temperature={r.temperature}: must be > 0")
+    if not 0 < r.top_p <= 1:
+        raise ConfigError(f"config.rl.top_p={r.top_p}: must be in (0, 1]")
+    if not 0 < r.reward_cap <= 1:
+        raise ConfigError(f"config.rl.reward_cap={r.reward_cap}: must be in (0, 1]")
+    for v in r.reward_credits:
+        if not 0 <= v <= 1:
+            raise ConfigError(f"config.rl.reward_credits={tuple(r.reward_credits)}: each must be in [0, 1]")
+    for field in ("clip_eps_low", "clip_eps_high"):
+        if not 0 <= r[field] < 1:
+            raise ConfigError(f"config.rl.{field}={r[field]}: must be in [0, 1)")
+    for field in ("kl_coef", "learning_rate", "weight_decay", "grad_clip", "time_budget_s", "oversample"):
+        if r[field] < 0:
+            raise ConfigError(f"config.rl.{field}={r[field]}: must be >= 0")
+    if r.oversample < 1:
+        raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")

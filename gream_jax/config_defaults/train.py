@@ -1,12 +1,57 @@
-"""Config section `config.train`: defaults and validation."""
+"""Config section `config.train`: the SFT trainer (optimiser, batching, checkpoints, validation)."""
 
 import ml_collections
 
 
 def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.steps = 2000                # optimizer updates
+    c.max_minutes = 0.0           # > 0: stop early after this wall time (the schedule still spans `steps`)
+    c.batch_size = 64             # packed rows per update (global, all devices)
+    c.grad_accum = 1              # micro-batches per update; batch_size must divide by it
+    c.seq_len = 128               # packed row length in tokens
+    c.lr = 2e-3
+    c.warmup_steps = 100
+    c.end_lr_factor = 0.05        # cosine decays to lr * end_lr_factor
+    c.weight_decay = 0.01
+    c.b1 = 0.9
+    c.b2 = 0.98
+    c.grad_clip = 1.0
+    c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
+    c.log_every = 50
+    c.checkpoint_every = 200      # orbax checkpoint of the full state (resume)
+    c.keep_checkpoints = 2
+    c.async_checkpoints = True
+    c.eval_every = 250            # validation on the VALID split (0 = only at the end)
+    c.eval_users = 0              # 0 = all validation users; >0 = a fixed, seeded subset
+    c.eval_beam = 20
+    c.eval_topk = 10
+    c.eval_batch = 256
     return c
 
 
 def validate(config) -> None:
-    from gream_jax.config_defaults.base import ConfigError  # noqa: F401
+    from gream_jax.config_defaults.base import ConfigError
+    t = config.train
+    for name in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "keep_checkpoints",
+                 "eval_beam", "eval_topk", "eval_batch"):
+        if int(t[name]) < 1:
+            raise ConfigError(f"config.train.{name}={t[name]}: must be >= 1")
+    for name in ("checkpoint_every", "eval_every", "eval_users", "warmup_steps"):
+        if int(t[name]) < 0:
+            raise ConfigError(f"config.train.{name}={t[name]}: must be >= 0")
+    if t.batch_size % t.grad_accum:
+        raise ConfigError(f"config.train.batch_size={t.batch_size}: must be divisible by "
+                          f"config.train.grad_accum={t.grad_accum}")
+    if t.lr <= 0:
+        raise ConfigError(f"config.train.lr={t.lr}: must be > 0")
+    if t.warmup_steps >= t.steps:
+        raise ConfigError(f"config.train.warmup_steps={t.warmup_steps}: must be < config.train.steps={t.steps}")
+    if t.compute_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
+    if t.eval_topk > t.eval_beam:
+        raise ConfigError(f"config.train.eval_topk={t.eval_topk}: must be <= config.train.eval_beam={t.eval_beam}")
+    if not 0 <= t.end_lr_factor <= 1:
+        raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if t.max_minutes < 0:
+        raise ConfigError(f"config.train.max_minutes={t.max_minutes}: must be >= 0")

@@ -1,0 +1,1 @@
+"""Qwen2/Qwen3 decoder (Flax Linen) with a functional API: see `api.py` and docs/DESIGN.md."""

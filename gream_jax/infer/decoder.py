@@ -1,0 +1,111 @@
+"""Jitted decoding programs bound to the Qwen model API: Direct and Reasoning recommendation.
+
+Each program is ONE `jax.jit` computation from prompt tokens to ranked items, so nothing
+returns to the host between the prefill, the sampled reasoning and the beam search. The KV
+cache is created inside the program (never materialised on the host) and carried through the
+`lax.while_loop`s, so XLA updates it in place. Programs are module-level `jax.jit`s keyed on
+static arguments (model config, beam, K, cache length) and input shapes: callers that keep the
+batch and prompt width fixed (see `gream_jax.infer.batching`) compile once.
+
+Reasoning mode continues on the same cache after sampling: rows that stopped early (at
+`<answer>`) had pad tokens fed while others were still writing, so those slots are marked
+invalid in the cache's per-slot mask and the row's rotary position rewound (the model's
+`KVCache` has a per-row slot mask and next position for exactly this kind of ragged batch). The
+stop token itself is dropped and re-appended, with `</think>` first for rows that ran out of
+budget without closing their thought, as a right-aligned chunk, so every row's last token is
+`<answer>` and the beam starts from the first SID token's distribution.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gream_jax.index.trie import DeviceTrie
+from gream_jax.infer.beam import BeamResult, constrained_beam_search
+from gream_jax.infer.sampling import sample_tokens
+from gream_jax.model import api
+
+
+def _step_fn(model_cfg):
+    return lambda params, tokens, cache: api.decode_step(params, model_cfg, tokens, cache)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "beam_size", "top_k", "cache_len"))
+def direct_search(params, tokens, mask, trie: DeviceTrie, *, model_cfg, beam_size: int, top_k: int,
+                  cache_len: int) -> BeamResult:
+    """Direct mode. tokens/mask [b, s] LEFT-padded prompts -> BeamResult over [b, top_k]."""
+    cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
+    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
+    return constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
+                                   trie, beam_size, top_k)
+
+
+def direct_cache_len(prompt_width: int, trie: DeviceTrie) -> int:
+    return prompt_width + trie.max_depth + 1
+
+
+class ReasoningSpec(NamedTuple):
+    """Static settings of a reasoning program (hashable, so a jit static argument)."""
+    budget: int          # max reasoning tokens sampled before `<answer>` is forced
+    num_samples: int     # independent reasoning chains per user
+    beam_size: int
+    top_k: int
+    answer_open: int     # token id of `<answer>` (the stop token)
+    think_close: int     # token id of `</think>`
+    pad_id: int
+
+
+class ReasoningOutput(NamedTuple):
+    beams: BeamResult         # [b * n, top_k]: rows user-major (user u, sample j at u * n + j)
+    think_tokens: jax.Array   # [b * n, budget] sampled ids (stop token included where stopped)
+    think_lengths: jax.Array  # [b * n] tokens kept as the reasoning (the stop token excluded)
+    stopped: jax.Array        # [b * n] bool: the model wrote `<answer>` itself within the budget
+    forced_close: jax.Array   # [b * n] bool: `</think>` was appended because the budget ran out
+    think_logprob: jax.Array  # [b * n] model log-prob of the kept reasoning tokens
+
+
+def reasoning_cache_len(prompt_width: int, spec: ReasoningSpec, trie: DeviceTrie) -> int:
+    return prompt_width + spec.budget + 2 + trie.max_depth + 1
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "spec", "cache_len"))
+def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_p, *, model_cfg,
+                     spec: ReasoningSpec, cache_len: int) -> ReasoningOutput:
+    """Reasoning mode. tokens/mask [b, s] LEFT-padded reasoning prompts; temperature/top_p traced."""
+    b = tokens.shape[0]
+    n = spec.num_samples
+    step = _step_fn(model_cfg)
+    cache = api.init_cache(model_cfg, b, cache_len)
+    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
+    rows = jnp.repeat(jnp.arange(b, dtype=jnp.int32), n)
+    cache, logits = api.reorder_cache(cache, rows), logits[rows]
+    start = cache.index
+
+    text = sample_tokens(step, params, logits, cache, rng, max_new_tokens=spec.budget,
+                         stop_tokens=(spec.answer_open,), temperature=temperature, top_p=top_p,
+                         pad_id=spec.pad_id)
+    cache = text.cache
+    keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
+    slot = jnp.arange(cache.mask.shape[1], dtype=jnp.int32)[None, :]
+    tail = (slot >= start + keep[:, None]) & (slot < cache.index)
+    cache = cache.replace(mask=cache.mask & ~tail,
+                          positions=cache.positions - (cache.index - start) + keep)
+
+    t = jnp.arange(spec.budget)[None, :]
+    kept = t < keep[:, None]
+    closed = ((text.tokens == spec.think_close) & kept).any(-1)
+    forced_close = ~text.stopped & ~closed
+    chunk = jnp.stack([jnp.where(forced_close, spec.think_close, spec.pad_id),
+                       jnp.full_like(keep, spec.answer_open)], axis=-1)
+    chunk_mask = jnp.stack([forced_close, jnp.ones_like(forced_close)], axis=-1).astype(jnp.int32)
+    logits, cache = api.prefill(params, model_cfg, chunk, chunk_mask, cache)
+
+    beams = constrained_beam_search(step, api.reorder_cache, params, logits, cache, trie,
+                                    spec.beam_size, spec.top_k)
+    think_logprob = jnp.where(kept, text.logprobs, 0.0).sum(-1)
+    return ReasoningOutput(beams=beams, think_tokens=text.tokens, think_lengths=keep,
+                           stopped=text.stopped, forced_close=forced_close, think_logprob=think_logprob)

@@ -1,0 +1,178 @@
+"""Direct and Reasoning recommendation for lists of user histories (host side of the decoders).
+
+Builds prompts with the training prompt builders (`gream_jax.tasks.prompts`), pads them into
+fixed-shape batches (`batching`), places each batch on the mesh's data axes and runs the jitted
+programs of `decoder`. `recommend_direct` is what the SFT trainer calls for periodic validation:
+the jitted program is cached by shape, so repeated calls on the same users compile once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gream_jax import mesh as mesh_lib
+from gream_jax.index.trie import DeviceTrie, Trie
+from gream_jax.infer import batching, decoder
+from gream_jax.infer.beam import NEG_INF
+from gream_jax.utils.logging import Progress
+
+
+@dataclasses.dataclass
+class Ranked:
+    items: np.ndarray    # [n_users, K] item indices best first, -1 = empty slot
+    scores: np.ndarray   # [n_users, K] log P(item | prompt[, reasoning])
+
+
+@dataclasses.dataclass
+class ReasoningRanked(Ranked):
+    sample_items: np.ndarray    # [n_users, S, K] each reasoning chain's own beam
+    sample_scores: np.ndarray   # [n_users, S, K]
+    texts: list                 # [n_users][S] decoded reasoning text
+    stopped: np.ndarray         # [n_users, S] the model wrote `<answer>` within the budget
+    forced_close: np.ndarray    # [n_users, S] `</think>` had to be appended
+    think_tokens: np.ndarray    # [n_users, S] reasoning length in tokens
+
+
+_TRIE_CACHE: dict = {}
+
+
+def sid_token_table(tokenizer, semantic_ids) -> np.ndarray:
+    from gream_jax.model.tokenizer import sid_token_table as table  # the model package owns the vocab
+    return table(tokenizer, semantic_ids)
+
+
+def device_trie(trie, tokenizer, semantic_ids, mesh) -> DeviceTrie:
+    """The trie on device with edges mapped to vocabulary ids (cached per trie/tokenizer)."""
+    if isinstance(trie, DeviceTrie):
+        return trie
+    if not isinstance(trie, Trie):
+        raise TypeError(f"trie: expected gream_jax.index.trie.Trie or DeviceTrie, got {type(trie).__name__}")
+    key = (id(trie), id(tokenizer), id(semantic_ids), id(mesh))
+    hit = _TRIE_CACHE.get(key)
+    if hit is None or hit[0] is not trie:
+        if len(_TRIE_CACHE) > 8:
+            _TRIE_CACHE.clear()
+        dev = trie.to_device(sid_token_table(tokenizer, semantic_ids), mesh_lib.replicated(mesh))
+        hit = _TRIE_CACHE[key] = (trie, dev)
+    return hit[1]
+
+
+def _histories(histories) -> list[np.ndarray]:
+    """Accepts a list of item-index arrays or a [n, H] array left-padded with -1."""
+    if isinstance(histories, np.ndarray) and histories.ndim == 2:
+        return [row[row >= 0] for row in histories]
+    return [np.asarray(h, np.int32).reshape(-1) for h in histories]
+
+
+def _place(mesh, model_cfg, *arrays):
+    sharding = mesh_lib.batch_sharding(mesh, 2, model_cfg.rules)
+    return [jax.device_put(a, sharding) for a in arrays]
+
+
+def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
+                     *, name: str = "direct") -> Ranked:
+    """Top-K items (config.eval.top_k, beam config.eval.beam_size) for each history."""
+    from gream_jax.tasks.prompts import direct_prompt_ids
+    ev = config.eval
+    dev = device_trie(trie, tokenizer, semantic_ids, mesh)
+    prompts = [direct_prompt_ids(tokenizer, semantic_ids, h, config) for h in _histories(histories)]
+    width = batching.prompt_width(prompts, ev.prompt_bucket)
+    cache_len = decoder.direct_cache_len(width, dev)
+    batch = batching.resolve_batch(ev, model_cfg, cache_len, ev.beam_size, mesh, n_users=len(prompts))
+    items, scores = [], []
+    progress = Progress(name, total=len(prompts), unit="users")
+    for lo, hi in batching.batches(len(prompts), batch):
+        tokens, mask = batching.left_pad(prompts[lo:hi], width, batch, int(tokenizer.pad_id))
+        tokens, mask = _place(mesh, model_cfg, tokens, mask)
+        with jax.set_mesh(mesh):
+            res = decoder.direct_search(params, tokens, mask, dev, model_cfg=model_cfg,
+                                        beam_size=int(ev.beam_size), top_k=int(ev.top_k),
+                                        cache_len=cache_len)
+        items.append(np.asarray(res.items)[:hi - lo])
+        scores.append(np.asarray(res.scores)[:hi - lo])
+        progress.update(hi - lo)
+    progress.close()
+    return Ranked(items=np.concatenate(items), scores=np.concatenate(scores))
+
+
+def merge_samples(sample_items: np.ndarray, sample_scores: np.ndarray, top_k: int):
+    """One list from S reasoning chains: rank by log mean_j P(item | prompt, chain j).
+
+    A Monte-Carlo estimate of P(item | prompt) with the reasoning marginalised out; an item absent
+    from chain j's beam counts as probability 0 there. [n, S, K] -> ([n, top_k], [n, top_k]).
+    """
+    n, s, _ = sample_items.shape
+    items = np.full((n, top_k), -1, np.int64)
+    scores = np.full((n, top_k), NEG_INF, np.float64)
+    for u in range(n):
+        acc: dict[int, float] = {}
+        for j in range(s):
+            for it, sc in zip(sample_items[u, j], sample_scores[u, j]):
+                if it >= 0:
+                    acc[int(it)] = np.logaddexp(acc.get(int(it), -np.inf), float(sc))
+        best = sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        for r, (it, sc) in enumerate(best):
+            items[u, r], scores[u, r] = it, sc - np.log(s)
+    return items, scores
+
+
+def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
+    from gream_jax.tasks.example import ANSWER_OPEN, THINK_CLOSE
+    ev = config.eval
+    ids = {}
+    for tok in (ANSWER_OPEN, THINK_CLOSE):
+        tid = tokenizer.token_to_id(tok)
+        if tid is None or tid < 0:
+            raise ValueError(f"tokenizer has no {tok!r} token: reasoning mode needs the task special tokens")
+        ids[tok] = int(tid)
+    return decoder.ReasoningSpec(budget=int(ev.reasoning_budget), num_samples=int(ev.num_samples),
+                                 beam_size=int(ev.beam_size), top_k=int(ev.top_k),
+                                 answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],
+                                 pad_id=int(tokenizer.pad_id))
+
+
+def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
+                        *, name: str = "reasoning") -> ReasoningRanked:
+    """Reasoning chains (config.eval.num_samples per user) then the constrained beam per chain."""
+    from gream_jax.tasks.prompts import reasoning_prompt_ids
+    ev = config.eval
+    dev = device_trie(trie, tokenizer, semantic_ids, mesh)
+    spec = reasoning_spec(tokenizer, config)
+    prompts = [reasoning_prompt_ids(tokenizer, semantic_ids, h, config) for h in _histories(histories)]
+    width = batching.prompt_width(prompts, ev.prompt_bucket)
+    cache_len = decoder.reasoning_cache_len(width, spec, dev)
+    batch = batching.resolve_batch(ev, model_cfg, cache_len, spec.beam_size, mesh,
+                                   rows_per_user=spec.num_samples, n_users=len(prompts))
+    key = jax.random.PRNGKey(int(config.seed) + int(ev.seed_offset))
+    s, k = spec.num_samples, spec.top_k
+    parts = []
+    progress = Progress(name, total=len(prompts), unit="users")
+    for lo, hi in batching.batches(len(prompts), batch):
+        tokens, mask = batching.left_pad(prompts[lo:hi], width, batch, spec.pad_id)
+        tokens, mask = _place(mesh, model_cfg, tokens, mask)
+        with jax.set_mesh(mesh):
+            out = decoder.reasoning_search(params, tokens, mask, dev, jax.random.fold_in(key, lo),
+                                           jnp.float32(ev.temperature), jnp.float32(ev.top_p),
+                                           model_cfg=model_cfg, spec=spec, cache_len=cache_len)
+        out = jax.tree.map(lambda a: np.asarray(a)[:(hi - lo) * s], out)
+        parts.append(out)
+        progress.update(hi - lo)
+    progress.close()
+    cat = lambda f: np.concatenate([f(p) for p in parts])
+    n = len(prompts)
+    sample_items = cat(lambda p: p.beams.items).reshape(n, s, k)
+    sample_scores = cat(lambda p: p.beams.scores).reshape(n, s, k)
+    think = cat(lambda p: p.think_tokens)
+    lengths = cat(lambda p: p.think_lengths)
+    texts = [[tokenizer.decode([int(t) for t in think[u * s + j, :lengths[u * s + j]]])
+              for j in range(s)] for u in range(n)]
+    items, scores = merge_samples(sample_items, sample_scores, k)
+    return ReasoningRanked(items=items, scores=scores, sample_items=sample_items,
+                           sample_scores=sample_scores, texts=texts,
+                           stopped=cat(lambda p: p.stopped).reshape(n, s),
+                           forced_close=cat(lambda p: p.forced_close).reshape(n, s),
+                           think_tokens=lengths.reshape(n, s))

@@ -1,0 +1,159 @@
+"""On-device samplers: free text until a stop token, and one SID constrained by the trie.
+
+Both are generic over the decoder, like `beam.py`:
+  step_fn(params, tokens [n], cache) -> (logits [n, V], cache)
+and start from `first_logits [n, V]` (the distribution of the next token after the prompt) and
+a cache positioned after the prompt. Call them inside `jax.jit` (`gream_jax.infer.decoder` has
+jitted, model-bound wrappers); `temperature` and `top_p` may be traced, so changing them does not
+recompile. `temperature <= 0` means greedy (argmax), which ignores `top_p` and the rng.
+
+Log-probabilities returned are the *model's* (full-vocabulary log-softmax of the raw logits at
+temperature 1), i.e. the policy log-probs that teacher-forced `forward` gives, not those of the
+tempered/truncated sampling distribution; the SRPO trainer compares them with its recomputation.
+
+Used by reasoning-mode inference (the `<think>` text) and by SRPO rollouts (text, then
+`sample_sid` for the answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from gream_jax.index.trie import DeviceTrie
+
+NEG_INF = -1e30
+
+
+class TextSample(NamedTuple):
+    tokens: jax.Array       # [n, T] int32 sampled ids, pad_id after a row's stop token
+    logprobs: jax.Array     # [n, T] float32 model log-prob of each sampled token, 0 after the stop
+    lengths: jax.Array      # [n] int32 tokens produced, the stop token included
+    stopped: jax.Array      # [n] bool: the row emitted a stop token within the budget
+    next_logits: jax.Array  # [n, V] logits after the last fed token (valid for rows still running)
+    cache: Any              # rows that stopped early had pad tokens appended after their stop
+
+
+class SidSample(NamedTuple):
+    items: jax.Array        # [n] int32 item spelled by the sampled SID
+    tokens: jax.Array       # [n, L] int32 SID token ids, -1 past the SID's end
+    logprobs: jax.Array     # [n, L] float32 model log-prob of each SID token, 0 past the end
+    lengths: jax.Array      # [n] int32 SID length
+    cache: Any
+
+
+def top_p_filter(logits: jax.Array, top_p) -> jax.Array:
+    """Keeps the smallest set of highest logits whose probability reaches `top_p` (nucleus).
+
+    logits [n, V]; the most likely token is always kept; `top_p >= 1` keeps everything.
+    """
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs           # mass strictly above each token
+    keep = before < top_p
+    n_keep = jnp.maximum(keep.sum(-1), 1)
+    threshold = jnp.take_along_axis(sorted_logits, (n_keep - 1)[:, None], axis=-1)
+    return jnp.where((logits >= threshold) | (top_p >= 1.0), logits, NEG_INF)
+
+
+def sample_token(rng: jax.Array, logits: jax.Array, temperature, top_p) -> jax.Array:
+    """One token per row from softmax(logits / temperature) cut to the top-p nucleus.
+
+    logits [n, V] -> tokens [n] int32; temperature <= 0 is greedy. (SRPO rollouts call this.)
+    """
+    logits = logits.astype(jnp.float32)
+    greedy = jnp.argmax(logits, axis=-1)
+    scaled = top_p_filter(logits / jnp.maximum(temperature, 1e-6), top_p)
+    sampled = jax.random.categorical(rng, scaled, axis=-1)
+    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p):
+    """One token per row. logits [n, V] -> (tokens [n] int32, model log-probs [n])."""
+    logits = logits.astype(jnp.float32)
+    tokens = sample_token(rng, logits, temperature, top_p)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, rng: jax.Array,
+                  *, max_new_tokens: int, stop_tokens: Sequence[int], temperature, top_p,
+                  pad_id: int) -> TextSample:
+    """Samples up to `max_new_tokens` per row, stopping a row at its first stop token.
+
+    A `lax.while_loop` that ends early once every row has stopped; the cache is carried (and so
+    updated in place).
+    """
+    n = first_logits.shape[0]
+    stops = jnp.asarray(tuple(stop_tokens), jnp.int32).reshape(-1)
+
+    def cond(c):
+        t, done = c[0], c[3]
+        return (t < max_new_tokens) & ~done.all()
+
+    def body(c):
+        t, out, out_lp, done, logits, cache, rng = c
+        rng, key = jax.random.split(rng)
+        tok, lp = sample_logits(logits, key, temperature, top_p)
+        tok = jnp.where(done, pad_id, tok)
+        out = out.at[:, t].set(tok)
+        out_lp = out_lp.at[:, t].set(jnp.where(done, 0.0, lp))
+        done = done | (tok[:, None] == stops[None, :]).any(-1)
+        logits, cache = step_fn(params, tok, cache)
+        return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng
+
+    init = (jnp.int32(0), jnp.full((n, max_new_tokens), pad_id, jnp.int32),
+            jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
+            first_logits.astype(jnp.float32), cache, rng)
+    _, out, out_lp, done, logits, cache, _ = jax.lax.while_loop(cond, body, init)
+    is_stop = (out[..., None] == stops).any(-1)
+    first_stop = jnp.argmax(is_stop, axis=-1)
+    lengths = jnp.where(done, first_stop + 1, max_new_tokens).astype(jnp.int32)
+    return TextSample(tokens=out, logprobs=out_lp, lengths=lengths, stopped=done,
+                      next_logits=logits, cache=cache)
+
+
+def sample_sid(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, trie: DeviceTrie,
+               rng: jax.Array, temperature) -> SidSample:
+    """Samples one SID per row token by token among the trie children only, so it names an item.
+
+    The sampling distribution at each step is softmax(logits / temperature) renormalised over the
+    valid children (greedy when temperature <= 0). Rows whose SID ends early stop at their leaf.
+    """
+    n = first_logits.shape[0]
+    depth = trie.max_depth
+
+    def choose(logits, node, key):
+        tok, child, valid = trie.expand(node)                               # [n, W]
+        lg = jnp.take_along_axis(logits.astype(jnp.float32), tok, axis=-1)
+        lg = jnp.where(valid, lg, NEG_INF)
+        greedy = jnp.argmax(lg, axis=-1)
+        sampled = jax.random.categorical(key, jnp.where(valid, lg / jnp.maximum(temperature, 1e-6), NEG_INF))
+        slot = jnp.where(temperature > 0, sampled, greedy)[:, None]
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        chosen_tok = jnp.take_along_axis(tok, slot, axis=-1)[:, 0]
+        return (chosen_tok, jnp.take_along_axis(child, slot, axis=-1)[:, 0],
+                jnp.take_along_axis(logp, chosen_tok[:, None], axis=-1)[:, 0])
+
+    def cond(c):
+        t, node = c[0], c[1]
+        return (t < depth) & (trie.node_item[node] < 0).any()
+
+    def body(c):
+        t, node, toks, lps, logits, cache, rng = c
+        rng, key = jax.random.split(rng)
+        finished = trie.node_item[node] >= 0
+        tok, child, lp = choose(logits, node, key)
+        toks = toks.at[:, t].set(jnp.where(finished, -1, tok))
+        lps = lps.at[:, t].set(jnp.where(finished, 0.0, lp))
+        node = jnp.where(finished, node, child)
+        logits, cache = step_fn(params, jnp.where(finished, 0, tok), cache)
+        return t + 1, node, toks, lps, logits.astype(jnp.float32), cache, rng
+
+    init = (jnp.int32(0), jnp.zeros((n,), jnp.int32), jnp.full((n, depth), -1, jnp.int32),
+            jnp.zeros((n, depth), jnp.float32), first_logits.astype(jnp.float32), cache, rng)
+    _, node, toks, lps, _, cache, _ = jax.lax.while_loop(cond, body, init)
+    return SidSample(items=trie.node_item[node], tokens=toks, logprobs=lps,
+                     lengths=(toks >= 0).sum(-1).astype(jnp.int32), cache=cache)

@@ -1,0 +1,114 @@
+"""Synthetic five-stage chain-of-thought by reverse reasoning (GREAM's reasoning data), offline.
+
+The generator sees the history and the true next item and writes statements that are true of the
+data, phrased as if the target were unknown:
+  1 behavioural evidence  - history items that share an attribute (or the first SID code) with the target;
+  2 latent preference     - attributes aggregated over the history with recency weights;
+  3 intent inference      - what the most recent evidence items have in common with the target;
+  4 recommendation        - the target's attributes (and semantic group), without naming it;
+  5 denoised rewrite      - the history with off-intent items removed, order kept (a subsequence).
+Output: `<think>` stages 1-4 `</think>` rewrite `<answer>`SID`</answer>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gream_jax.tasks import templates
+from gream_jax.tasks.alignment import sample_rows, training_targets
+from gream_jax.tasks.attributes import short_title
+from gream_jax.tasks.example import (ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, Example,
+                                     chat_prompt, chat_response)
+from gream_jax.tasks.preferences import top_attributes
+
+
+@dataclasses.dataclass(frozen=True)
+class ReasoningChain:
+    history: tuple[int, ...]
+    target: int
+    evidence: tuple[int, ...]                 # history items related to the target, in order
+    preferences: tuple[tuple[str, float], ...]
+    intent_items: tuple[int, ...]             # the most recent evidence items (<= 3)
+    intent_attributes: tuple[str, ...]
+    target_attributes: tuple[str, ...]
+    rewrite: tuple[int, ...]                  # denoised history: a subsequence of `history`
+
+
+def related(item: int, target: int, attributes, sids) -> list[str]:
+    """Attributes `item` shares with `target`, plus "semantic group" when their first codes match."""
+    shared = [a for a in attributes[item] if a in attributes[target]]
+    if int(sids.codes[item, 0]) == int(sids.codes[target, 0]):
+        shared.append("semantic group")
+    return shared
+
+
+def reason(history, target: int, attributes, sids, decay: float) -> ReasoningChain:
+    history = tuple(int(i) for i in history)
+    evidence = tuple(i for i in history if related(i, target, attributes, sids))
+    intent_items = evidence[-3:]
+    intent_attrs: list[str] = []
+    for i in reversed(intent_items):
+        for a in related(i, target, attributes, sids):
+            if a != "semantic group" and a not in intent_attrs:
+                intent_attrs.append(a)
+    rewrite = evidence if evidence else history
+    return ReasoningChain(history, int(target), evidence,
+                          tuple(top_attributes(history, attributes, decay)),
+                          tuple(intent_items), tuple(intent_attrs), tuple(attributes[target]), rewrite)
+
+
+def _describe(item: int, items, attributes, sids) -> str:
+    attrs = ", ".join(attributes[item][:3]) or "no listed attributes"
+    return f"{sids.item_string(item)} (\"{short_title(items[item], 50)}\"; {attrs})"
+
+
+def chain_text(chain: ReasoningChain, items, attributes, sids) -> str:
+    """The response text: think block with stages 1-4, the rewrite (stage 5), the answer."""
+    n = len(chain.history)
+    if chain.evidence:
+        shown = chain.evidence[-5:]
+        s1 = (f"Step 1, behavioural evidence: {len(chain.evidence)} of the {n} items form a consistent thread, "
+              f"most recently " + "; ".join(_describe(i, items, attributes, sids) for i in shown) + ".")
+    else:
+        s1 = f"Step 1, behavioural evidence: the {n} items share no clear thread; each is a weak signal."
+    if chain.preferences:
+        s2 = ("Step 2, latent preferences (recency-weighted): " +
+              ", ".join(f"{a} ({w:.2f})" for a, w in chain.preferences) + ".")
+    else:
+        s2 = "Step 2, latent preferences: the items carry no attributes to aggregate."
+    if chain.intent_items:
+        what = " and ".join(chain.intent_attributes) if chain.intent_attributes else "the same semantic group"
+        s3 = ("Step 3, intent: the latest relevant items " +
+              ", ".join(sids.item_string(i) for i in chain.intent_items) + f" point to {what}.")
+    else:
+        s3 = "Step 3, intent: no recent item stands out, so the intent is open."
+    group = sids.token(0, int(sids.codes[chain.target, 0]))
+    traits = ", ".join(chain.target_attributes[:4])
+    s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
+          else f"Step 4, recommendation: an item from semantic group {group}.")
+    s5 = "Step 5, denoised history: " + ", ".join(sids.item_string(i) for i in chain.rewrite)
+    return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
+            f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
+
+
+def reasoning_example(history, target, items, attributes, sids, decay, template: int) -> Example:
+    chain = reason(history, target, attributes, sids, decay)
+    hist = ", ".join(sids.item_string(int(i)) for i in chain.history)
+    prompt = chat_prompt(templates.REASONING[template].format(history=hist))
+    return Example("reasoning", prompt, chat_response(chain_text(chain, items, attributes, sids)),
+                   chain.history + (chain.target,))
+
+
+def build_reasoning_examples(split, sids, items, attributes, count: int, max_history: int,
+                             min_history: int, decay: float, rng: np.random.Generator) -> list[Example]:
+    """Targets at training positions >= min_history (the reference: 4 .. len-3 of the full sequence,
+    i.e. never the validation or test item), history = up to max_history items before."""
+    rows = training_targets(split.train, min_position=min_history)
+    out = []
+    for u, p in sample_rows(rows, count, rng):
+        seq = split.train[u]
+        out.append(reasoning_example(seq[max(0, p - max_history):p], int(seq[p]), items, attributes,
+                                     sids, decay, int(rng.integers(len(templates.REASONING)))))
+    return out

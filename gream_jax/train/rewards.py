@@ -1,0 +1,91 @@
+"""Verifiable rewards for RL post-training, vectorised over `[prompts, G]` rollout groups.
+
+Why vectorised: the reference release scores each completion in a Python loop; here one jittable
+call scores the whole batch, so rewards live on device beside the rollouts that produced them.
+
+Inputs shared by every reward:
+  pred_codes   [P, G, L] int32  SID codes the model answered, -1 beyond the answer's length
+  well_formed  [P, G]    bool   the completion had the required tags and an answer of a valid SID length
+  target_codes [P, L]    int32  the target item's SID codes, -1 beyond its length
+
+Residual-sensitive credit (GREAM): an answer earns credit by the number `l` of *leading* codes it
+shares with the target (the RQ-KMeans levels are coarse-to-fine, so a longer matching prefix means
+a semantically closer item). GREAM's 4-level table is 1 -> 0.5, 2 -> 0.707, 3 -> 0.866,
+4 -> 0.95, exact item -> 1.0, i.e. `sqrt(l / 4)` capped at 0.95. We generalise it as
+`credit(l) = min(sqrt(l / n_levels), cap)` for a non-exact answer and 1.0 for the exact item, where
+`n_levels` is the number of quantised (semantic) levels, not counting a collision rank suffix:
+  * 4 levels + rank suffix (GREAM): 0.5, 0.707, 0.866, 0.95 (4 codes, wrong suffix), exact 1.0.
+  * 3 levels + rank suffix: 0.577, 0.816, 0.95, exact 1.0.
+  * levels ending in an item-unique token (n_levels counts it): all codes matched is the exact
+    item (1.0); a shorter prefix earns sqrt(l / n_levels), e.g. 2 + item token: 0.577, 0.816, 1.0.
+An explicit table (`credit_table(..., credits=(...))`) overrides the formula.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_CAP = 0.95
+
+
+def credit_table(max_len: int, n_levels: int, cap: float = DEFAULT_CAP,
+                 credits: Sequence[float] | None = None) -> np.ndarray:
+    """Credit for `l` leading codes matched by a non-exact answer, `l = 0..max_len`: `[max_len + 1]`.
+
+    `credits` (optional) gives the values for l = 1, 2, ...; lengths past its end reuse its last value.
+    """
+    if max_len < 1 or n_levels < 1:
+        raise ValueError(f"credit_table: max_len={max_len} and n_levels={n_levels} must be >= 1")
+    table = np.zeros(max_len + 1, np.float32)
+    for l in range(1, max_len + 1):
+        if credits:
+            table[l] = float(credits[min(l, len(credits)) - 1])
+        else:
+            table[l] = min(math.sqrt(min(l, n_levels) / n_levels), cap)
+    if np.any(table < 0) or np.any(table > 1):
+        raise ValueError(f"credit_table: credits must lie in [0, 1], got {table.tolist()}")
+    return table
+
+
+def leading_matches(pred_codes: jax.Array, target_codes: jax.Array) -> jax.Array:
+    """Number of leading positions where the answer equals the target: `[P, G]` int32.
+
+    Positions where the target has no code (-1) never count as a match.
+    """
+    target = target_codes[:, None, :]
+    same = (pred_codes == target) & (target >= 0)
+    return jnp.sum(jnp.cumprod(same.astype(jnp.int32), axis=-1), axis=-1)
+
+
+def exact_hits(pred_codes: jax.Array, well_formed: jax.Array, target_codes: jax.Array) -> jax.Array:
+    """The answer names exactly the target item (same codes, same length): `[P, G]` bool."""
+    return well_formed & jnp.all(pred_codes == target_codes[:, None, :], axis=-1)
+
+
+def residual_reward(pred_codes, well_formed, target_codes, table) -> jax.Array:
+    """GREAM's residual-sensitive reward: `[P, G]` float32 in [0, 1] (see module docstring)."""
+    table = jnp.asarray(table, jnp.float32)
+    matched = jnp.minimum(leading_matches(pred_codes, target_codes), table.shape[0] - 1)
+    partial = table[matched]
+    exact = exact_hits(pred_codes, well_formed, target_codes)
+    return jnp.where(exact, 1.0, jnp.where(well_formed, partial, 0.0)).astype(jnp.float32)
+
+
+def exact_reward(pred_codes, well_formed, target_codes, table=None) -> jax.Array:
+    """Binary verifiable reward (the plain GRPO / no-residual ablation): 1 for the exact item."""
+    del table
+    return exact_hits(pred_codes, well_formed, target_codes).astype(jnp.float32)
+
+
+REWARDS: dict[str, Callable] = {"residual": residual_reward, "exact": exact_reward}
+
+
+def get_reward(name: str) -> Callable:
+    if name not in REWARDS:
+        raise KeyError(f"unknown reward {name!r}; known: {sorted(REWARDS)}")
+    return REWARDS[name]

@@ -1,0 +1,136 @@
+"""The SFT train step: masked next-token loss, AdamW + warm-up/cosine + clipping, accumulation.
+
+One jitted function with explicit in/out shardings: parameters and optimizer state keep the
+placement `gream_jax.model.api.param_shardings` gives them (from the mesh rules); a batch
+`[accum, rows, seq]` is split over the data-parallel axes on `rows`. Gradients of micro-batches are
+summed and divided by the total number of target tokens, so accumulation equals one large batch.
+The model enters as `apply_fn(params, tokens, attention_mask, positions, segment_ids) -> logits`,
+which keeps this module independent of the model's internals (and testable with any tiny model).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gream_jax import mesh as mesh_lib
+
+ApplyFn = Callable[..., jax.Array]
+BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets")
+
+
+def learning_rate_schedule(train_cfg) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=float(train_cfg.lr), warmup_steps=int(train_cfg.warmup_steps),
+        decay_steps=int(train_cfg.steps), end_value=float(train_cfg.lr) * float(train_cfg.end_lr_factor))
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only (not norms, biases or scalars)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(float(train_cfg.grad_clip)),
+        optax.adamw(learning_rate_schedule(train_cfg), b1=float(train_cfg.b1), b2=float(train_cfg.b2),
+                    weight_decay=float(train_cfg.weight_decay), mask=_decay_mask))
+
+
+def masked_nll(logits: jax.Array, tokens: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Sum of -log p(token) over target tokens, their count, and how many the argmax gets right.
+
+    logits [b, s, V] predict the token after each position; targets [b, s] marks tokens to learn
+    (never the first token of a segment, so a prediction never crosses an example boundary).
+    """
+    logits = logits[:, :-1].astype(jnp.float32)
+    labels = tokens[:, 1:]
+    mask = targets[:, 1:].astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    nll = (logz - picked) * mask
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32) * mask
+    return nll.sum(), mask.sum(), correct.sum()
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    compute_dtype: str = "float32"):
+    """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq]."""
+    dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
+
+    def loss_sum(params, micro):
+        p = _cast(params, dtype) if dtype != jnp.float32 else params
+        seg = micro["segment_ids"]
+        logits = apply_fn(p, micro["tokens"], (seg > 0).astype(jnp.int32), micro["positions"], seg)
+        total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
+        return total, (count, correct)
+
+    grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
+
+    def step(state, batch):
+        params = state["params"]
+
+        def body(carry, micro):
+            g_acc, l_acc, n_acc, c_acc = carry
+            (l, (n, c)), g = grad_fn(params, micro)
+            return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n, c_acc + c), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+        (grads, total, count, correct), _ = jax.lax.scan(body, init, batch)
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+                     "step": state["step"] + 1, "rng": state["rng"]}
+        metrics = {"loss": total / denom, "token_accuracy": correct / denom, "target_tokens": count,
+                   "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        return new_state, metrics
+
+    return step
+
+
+def init_state(params, optimizer: optax.GradientTransformation, seed: int, mesh) -> dict:
+    """Optimizer moments inherit each parameter's sharding; scalars (step, counts, RNG) are
+    replicated over the whole mesh so the jitted step sees one device set."""
+    rep = mesh_lib.replicated(mesh)
+    whole = lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep)
+    opt_state = jax.tree.map(whole, jax.jit(optimizer.init)(params))
+    return {"params": params, "opt_state": opt_state, "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+            "rng": jax.device_put(jax.random.key_data(jax.random.key(seed)), rep)}
+
+
+def state_shardings(state) -> Any:
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def batch_sharding(mesh, rules):
+    """[accum, rows, seq]: rows split over the data-parallel axes."""
+    return mesh_lib.logical_sharding(mesh, (None, "batch", None), rules)
+
+
+def jit_train_step(step_fn, state, mesh, rules):
+    """The jitted, sharded step; the old state's buffers are donated to the new one."""
+    s_shard = state_shardings(state)
+    b_shard = {k: batch_sharding(mesh, rules) for k in BATCH_KEYS}
+    return jax.jit(step_fn, in_shardings=(s_shard, b_shard),
+                   out_shardings=(s_shard, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+
+
+def device_batch(batch: dict[str, np.ndarray], accum: int, mesh, rules) -> dict[str, jax.Array]:
+    """Host [rows, seq] arrays -> sharded [accum, rows / accum, seq] device arrays."""
+    out = {}
+    sharding = batch_sharding(mesh, rules)
+    for k in BATCH_KEYS:
+        v = batch[k]
+        v = v.reshape(accum, v.shape[0] // accum, *v.shape[1:])
+        out[k] = jax.device_put(v.astype(np.int32), sharding)
+    return out

@@ -1,0 +1,223 @@
+"""The `sft` stage: alignment + reasoning SFT under a curriculum, resumable, best-by-validation.
+
+`run_sft(config, workdir)`:
+  1. loads WORKDIR/data and WORKDIR/index, builds the model and tokenizer (`build_model`);
+  2. builds the alignment and reasoning streams (`sft_data`), checks the SID artifact against the
+     tokenizer and that there is something to train on;
+  3. runs `config.train.steps` jitted, sharded updates; the curriculum picks each step's stream;
+  4. every `log_every` steps writes TensorBoard scalars and a row of WORKDIR/sft/metrics.jsonl and
+     logs a progress line with ETA; every `checkpoint_every` an orbax checkpoint (resume: run the
+     same command again); every `eval_every` Direct-mode Recall/NDCG@10 on the VALID split, keeping
+     the best state;
+  5. exports the best-by-validation parameters to WORKDIR/sft/final (`save_model`) and reports the
+     valid and test figures of that model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from gream_jax import mesh as mesh_lib
+from gream_jax.model import api
+from gream_jax.tasks.curriculum import is_reasoning_step
+from gream_jax.train import sft
+from gream_jax.train.checkpoint import Checkpointer
+from gream_jax.train.sft_data import make_streams
+from gream_jax.utils.io import read_json, write_json, write_jsonl
+from gream_jax.utils.logging import Progress, SummaryWriter
+
+METRIC = "recall@10"
+
+
+@dataclasses.dataclass
+class SftInputs:
+    """Everything the SFT loop needs; `run_sft` loads it from the workdir, tests build it directly."""
+    split: Any
+    semantic_ids: Any
+    items: list
+    model_cfg: Any
+    params: Any
+    tokenizer: Any
+    mesh: Any
+    rules: Any
+
+
+def load_inputs(config, workdir) -> SftInputs:
+    from gream_jax.data.prepare import load_prepared
+    from gream_jax.index.sid import SemanticIds
+    from gream_jax.model.builder import build_model
+    data, split = load_prepared(workdir)
+    sids = SemanticIds.load(os.path.join(workdir, "index"), n_items=len(data.item_ids))
+    mesh = mesh_lib.make_mesh(config.mesh)
+    rules = mesh_lib.rules_from_config(config.mesh)
+    model_cfg, params, tokenizer = build_model(config, workdir, sids, data.items, mesh, rules)
+    return SftInputs(split, sids, data.items, model_cfg, params, tokenizer, mesh, rules)
+
+
+def _eval_users(config, split) -> np.ndarray | None:
+    n = int(config.train.eval_users)
+    if n <= 0 or n >= split.n_users:
+        return None
+    return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n, replace=False))
+
+
+def _export(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
+    """save_model into a temporary sibling, then rename: `final/` is always complete or absent."""
+    from gream_jax.model.store import save_model
+    tmp = directory + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(tmp, params, model_cfg, tokenizer, meta)
+    old = directory + ".old"
+    if os.path.exists(directory):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_sft(config, workdir: str) -> dict:
+    t0 = time.perf_counter()
+    stage_dir = os.path.join(workdir, "sft")
+    inputs = load_inputs(config, workdir)
+    summary, _, best_state, best_meta = train(config, stage_dir, inputs)
+    _export(os.path.join(stage_dir, "final"), best_state["params"], inputs.model_cfg, inputs.tokenizer,
+            {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"]})
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(os.path.join(stage_dir, "summary.json"), summary)
+    logging.info("[sft] done: %s", summary)
+    return summary
+
+
+def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True):
+    """The resumable SFT loop. Returns (summary, final state, best state, best meta)."""
+    tr = config.train
+    os.makedirs(stage_dir, exist_ok=True)
+    split, sids, mesh, rules = inputs.split, inputs.semantic_ids, inputs.mesh, inputs.rules
+    model_cfg, params, tokenizer = inputs.model_cfg, inputs.params, inputs.tokenizer
+    streams = make_streams(config, split, sids, inputs.items, tokenizer)
+    streams.alignment.batch(0)  # builds epoch 0 now: bad input fails before any compile
+    if streams.reasoning is not None:
+        streams.reasoning.batch(0)
+    logging.info("SFT data (epoch 0): %s", streams.stats)
+
+    from gream_jax.train.sft_validation import DirectValidator
+    validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
+    eval_users = _eval_users(config, split)
+
+    optimizer, schedule = sft.make_optimizer(tr), sft.learning_rate_schedule(tr)
+    apply_fn = lambda p, tok, mask, pos, seg: api.forward(p, model_cfg, tok, mask, pos, seg)
+    state = sft.init_state(params, optimizer, int(config.seed), mesh)
+    del params
+    step_fn = sft.jit_train_step(sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype),
+                                 state, mesh, rules)
+    ckpt = Checkpointer(stage_dir, int(tr.keep_checkpoints), bool(tr.async_checkpoints))
+    metrics_path = os.path.join(stage_dir, "metrics.jsonl")
+    rows: list[dict] = []
+    meta = {"alignment": {"consumed": 0}, "reasoning": {"consumed": 0}, "reasoning_steps": 0,
+            "best": None, "best_step": None, "elapsed_s": 0.0}
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state)
+        streams.alignment.set_state(meta["alignment"])
+        if streams.reasoning is not None:
+            streams.reasoning.set_state(meta["reasoning"])
+        if os.path.exists(metrics_path):
+            with open(metrics_path, encoding="utf-8") as f:
+                rows = [r for r in map(json.loads, f) if r["step"] <= int(state["step"])]
+        logging.info("resumed SFT at step %d from %s", int(state["step"]), ckpt.latest.directory)
+
+    total = int(tr.steps)
+    start_step = int(state["step"])
+    writer = SummaryWriter(os.path.join(stage_dir, "tb"))
+    progress = Progress("sft", total=total - start_step, unit="steps", every_s=15.0)
+    tokens_since, time_since = 0, time.perf_counter()
+    run_start, elapsed_before = time.perf_counter(), float(meta.get("elapsed_s", 0.0))
+    reasoning_steps = int(meta["reasoning_steps"])
+    best, best_step = meta["best"], meta["best_step"]
+    ratio, schedule_name = float(config.tasks.reasoning_ratio), config.tasks.curriculum
+    last_eval = None
+
+    def current_meta(step):
+        return {"alignment": streams.alignment.get_state(),
+                "reasoning": streams.reasoning.get_state() if streams.reasoning else {"consumed": 0},
+                "reasoning_steps": reasoning_steps, "best": best, "best_step": best_step,
+                "elapsed_s": elapsed_before + time.perf_counter() - run_start, "step": step}
+
+    def validate(step):
+        nonlocal best, best_step
+        tv = time.perf_counter()
+        figures = validator.evaluate(state["params"], split, "valid", eval_users)
+        improved = best is None or figures[METRIC] > best
+        if improved:
+            best, best_step = figures[METRIC], step
+            ckpt.save_best(step, state, current_meta(step))
+        logging.info("[sft] step %d valid %s (%.1fs)%s", step, {k: round(v, 4) for k, v in figures.items()},
+                     time.perf_counter() - tv, " *best*" if improved else "")
+        writer.scalars(step, {f"valid/{k}": v for k, v in figures.items()})
+        return figures
+
+    step = start_step
+    stopped_early = False
+    for step in range(start_step, total):
+        reasoning = streams.reasoning is not None and is_reasoning_step(step, total, ratio, schedule_name,
+                                                                         int(config.seed))
+        host = (streams.reasoning if reasoning else streams.alignment).next()
+        reasoning_steps += int(reasoning)
+        batch = sft.device_batch(host, int(tr.grad_accum), mesh, rules)
+        with jax.set_mesh(mesh):
+            state, metrics = step_fn(state, batch)
+        tokens_since += int((host["segment_ids"] > 0).sum())
+        done = step + 1
+        if done % int(tr.log_every) == 0 or done == total:
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            now = time.perf_counter()
+            m.update(tokens_per_s=tokens_since / max(now - time_since, 1e-9),
+                     reasoning_share=reasoning_steps / done, epoch=streams.alignment.epoch)
+            tokens_since, time_since = 0, now
+            writer.scalars(done, {f"train/{k}": v for k, v in m.items()})
+            rows.append({"step": done, **{k: round(v, 6) for k, v in m.items()}})
+            progress.update(int(tr.log_every) if done % int(tr.log_every) == 0 else done % int(tr.log_every),
+                            extra=f"loss {m['loss']:.4f} acc {m['token_accuracy']:.3f} lr {m['lr']:.2e} "
+                                  f"{m['tokens_per_s']:,.0f} tok/s reasoning {m['reasoning_share']:.3f}")
+        if int(tr.eval_every) and done % int(tr.eval_every) == 0 and done != total:
+            last_eval = (done, validate(done))
+            rows.append({"step": done, **{f"valid/{k}": v for k, v in last_eval[1].items()}})
+        if int(tr.checkpoint_every) and done % int(tr.checkpoint_every) == 0 and done != total:
+            ckpt.save(done, state, current_meta(done))
+            write_jsonl(metrics_path, rows)
+        if tr.max_minutes and elapsed_before + time.perf_counter() - run_start > 60 * float(tr.max_minutes):
+            logging.info("[sft] config.train.max_minutes=%s reached at step %d of %d", tr.max_minutes, done, total)
+            stopped_early = True
+            break
+    final_step = int(state["step"])
+    if last_eval is None or last_eval[0] != final_step:
+        figures = validate(final_step)
+        rows.append({"step": final_step, **{f"valid/{k}": v for k, v in figures.items()}})
+    ckpt.save(final_step, state, current_meta(final_step), force=True)
+    write_jsonl(metrics_path, rows)
+    ckpt.wait()
+    train_s = elapsed_before + time.perf_counter() - run_start
+
+    best_state, best_meta = ckpt.restore(state, best=True)
+    valid = validator.evaluate(best_state["params"], split, "valid")
+    test = validator.evaluate(best_state["params"], split, "test") if evaluate_test else {}
+    summary = {"steps": final_step, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+               "best_step": best_meta["step"], "valid": valid, "test": test,
+               "reasoning_share": reasoning_steps / max(final_step, 1),
+               "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows if "tokens_per_s" in r] or [0])),
+               "data": streams.stats, "epochs": streams.alignment.epoch + 1}
+    ckpt.close()
+    writer.close()
+    return summary, state, best_state, best_meta
+
+
+def read_summary(workdir: str) -> dict:
+    return read_json(os.path.join(workdir, "sft", "summary.json"))

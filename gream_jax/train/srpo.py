@@ -1,0 +1,175 @@
+"""SRPO policy update: response log-probabilities, the clipped + KL token loss, one jitted update.
+
+Layout of a rollout batch (built by `gream_jax/train/srpo_rollouts.py`): every sequence is its
+prompt LEFT-padded to `prompt_len` followed by its response RIGHT-padded to `response_len`:
+  tokens          [n_micro, micro, S] int32   S = prompt_len + response_len
+  attention_mask  [n_micro, micro, S] int32   1 = real token
+  response_mask   [n_micro, micro, R] float32 1 = a response token that carries loss
+  advantages      [n_micro, micro]    float32 one value per sequence, broadcast to its tokens
+  old_logp, ref_logp [n_micro, micro, R] float32
+The leading `n_micro` axis is scanned (gradient accumulation), the `micro` axis is split over the
+mesh's data-parallel axes (logical axis `batch`), so memory is bounded by one micro-batch.
+
+Loss (GREAM / DAPO-style, token level): ratio = exp(logp - old_logp);
+  pg = max(-A ratio, -A clip(ratio, 1 - eps_low, 1 + eps_high)), and for A < 0 also
+  pg = min(pg, -A dual_clip) (dual clip); kl = exp(ref - logp) - (ref - logp) - 1 (k3, clamped
+  to [-10, 10]); loss = sum((pg + kl_coef kl) mask) / sum(mask) over the whole mini-batch
+  (token-mean aggregation). The reference parameters only enter through `ref_logp`, computed
+  once per batch with the same jitted forward, so they are never differentiated nor updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gream_jax import mesh as mesh_lib
+from gream_jax.model import api as model_api
+
+BATCH_AXES = (None, "batch", None)     # logical axes of [n_micro, micro, seq] arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    dual_clip: float = 10.0
+    kl_coef: float = 0.001
+
+    @classmethod
+    def from_config(cls, rl) -> "LossConfig":
+        return cls(float(rl.clip_eps_low), float(rl.clip_eps_high), float(rl.dual_clip), float(rl.kl_coef))
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Left-padded rows: position 0 at the first real token. `[b, s]` -> `[b, s]` int32."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: int):
+    """Log-probability and entropy of each response token: `[b, S]` -> (`[b, R]`, `[b, R]`).
+
+    The logit at position t scores token t + 1, so the response's R tokens are scored by the
+    logits at positions S - R - 1 .. S - 2.
+    """
+    logits = model_api.forward(params, model_cfg, tokens, attention_mask,
+                               positions_from_mask(attention_mask))
+    s = tokens.shape[1]
+    logits = logits[:, s - response_len - 1:s - 1].astype(jnp.float32)
+    logp_all = jax.nn.log_softmax(logits, axis=-1)
+    targets = tokens[:, s - response_len:]
+    logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+    return logp, entropy
+
+
+def token_loss(logp, old_logp, ref_logp, advantages, cfg: LossConfig):
+    """Per-token clipped policy-gradient + KL terms (see module docstring). All `[b, R]`.
+
+    Returns (per_token_loss, clipped [b, R] bool, kl [b, R]).
+    """
+    a = advantages[:, None]
+    ratio = jnp.exp(jnp.clip(logp - old_logp, -20.0, 20.0))
+    pg_unclipped = -a * ratio
+    pg_clipped = -a * jnp.clip(ratio, 1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
+    pg = jnp.maximum(pg_unclipped, pg_clipped)
+    clipped = pg_clipped > pg_unclipped
+    if cfg.dual_clip > 1.0:
+        dual = jnp.minimum(pg, -a * cfg.dual_clip)
+        clipped = clipped | ((a < 0) & (dual < pg))
+        pg = jnp.where(a < 0, dual, pg)
+    delta = ref_logp - logp
+    kl = jnp.clip(jnp.exp(delta) - delta - 1.0, -10.0, 10.0)
+    return pg + cfg.kl_coef * kl, clipped, kl
+
+
+def make_optimizer(rl) -> optax.GradientTransformation:
+    """AdamW with linear warm-up to a constant rate and global-norm clipping (GREAM's recipe)."""
+    lr = float(rl.learning_rate)
+    schedule = (optax.linear_schedule(0.0, lr, int(rl.warmup_steps)) if rl.warmup_steps
+                else optax.constant_schedule(lr))
+    parts = [optax.clip_by_global_norm(float(rl.grad_clip))] if rl.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=float(rl.weight_decay)))
+    return optax.chain(*parts)
+
+
+def batch_shardings(mesh, rules) -> dict[str, Any]:
+    """Shardings of the rollout batch fields (micro axis over the data-parallel mesh axes)."""
+    three = mesh_lib.logical_sharding(mesh, BATCH_AXES, rules)
+    two = mesh_lib.logical_sharding(mesh, BATCH_AXES[:2], rules)
+    return {"tokens": three, "attention_mask": three, "response_mask": three,
+            "old_logp": three, "ref_logp": three, "advantages": two}
+
+
+def make_logprob_fn(model_cfg, mesh, rules, param_shardings, response_len: int):
+    """Jitted `(params, tokens, attention_mask) -> logp [n_micro, micro, R]`, scanned over micro-batches.
+
+    One compiled forward serves the old policy and the frozen reference (same shapes, other params).
+    """
+    shard = batch_shardings(mesh, rules)
+
+    def run(params, tokens, attention_mask):
+        def body(_, xs):
+            t, m = xs
+            logp, _ = response_logprobs(params, model_cfg, t, m, response_len)
+            return None, logp
+        _, out = jax.lax.scan(body, None, (tokens, attention_mask))
+        return out
+
+    return jax.jit(run, in_shardings=(param_shardings, shard["tokens"], shard["attention_mask"]),
+                   out_shardings=shard["old_logp"])
+
+
+def make_update_fn(model_cfg, optimizer, loss_cfg: LossConfig, mesh, rules, param_shardings,
+                   opt_shardings, response_len: int):
+    """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step.
+
+    Gradients are accumulated over the batch's micro-batches with `lax.scan`; the loss is the
+    token mean over the whole mini-batch, so the micro-batch split does not change the update.
+    """
+    shard = batch_shardings(mesh, rules)
+    replicated = mesh_lib.replicated(mesh)
+
+    def update(params, opt_state, batch):
+        denom = jnp.maximum(jnp.sum(batch["response_mask"]), 1.0)
+
+        def micro_loss(p, mb):
+            logp, entropy = response_logprobs(p, model_cfg, mb["tokens"], mb["attention_mask"], response_len)
+            per_token, clipped, kl = token_loss(logp, mb["old_logp"], mb["ref_logp"], mb["advantages"], loss_cfg)
+            mask = mb["response_mask"]
+            sums = {"loss": jnp.sum(per_token * mask), "clip_frac": jnp.sum(clipped * mask),
+                    "kl": jnp.sum(kl * mask), "entropy": jnp.sum(jax.lax.stop_gradient(entropy) * mask),
+                    "ratio": jnp.sum(jnp.exp(jax.lax.stop_gradient(logp) - mb["old_logp"]) * mask)}
+            return sums["loss"] / denom, sums
+
+        def body(acc, mb):
+            grads, sums = jax.grad(micro_loss, has_aux=True)(params, mb)
+            acc_grads, acc_sums = acc
+            return (jax.tree.map(jnp.add, acc_grads, grads),
+                    jax.tree.map(jnp.add, acc_sums, sums)), None
+
+        zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "clip_frac", "kl", "entropy", "ratio")}
+        (grads, sums), _ = jax.lax.scan(body, (jax.tree.map(jnp.zeros_like, params), zero_sums), batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {k: v / denom for k, v in sums.items()}
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["tokens"] = denom
+        return params, opt_state, metrics
+
+    return jax.jit(update, in_shardings=(param_shardings, opt_shardings, shard),
+                   out_shardings=(param_shardings, opt_shardings, replicated), donate_argnums=(0, 1))
+
+
+def init_optimizer_state(optimizer, params, mesh):
+    """Optimiser state placed like the parameters it mirrors; everything else (counts) replicated."""
+    state = jax.jit(optimizer.init)(params)
+    replicated = mesh_lib.replicated(mesh)
+    shardings = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, jax.sharding.NamedSharding)
+        and x.sharding.mesh == mesh else replicated, state)
+    return jax.device_put(state, shardings), shardings

@@ -1,0 +1,152 @@
+"""Host side of SRPO rollouts: the prompt pool, dynamic sampling, and the update batch.
+
+Prompts come from the TRAINING part of each user's sequence only (target = item i of `train[u]`,
+history = the up to `max_history` items before it, i >= 1), so the validation and test targets
+never become rewards. The pool is a seeded permutation walked in order (epochs reshuffle); its
+cursor is saved in checkpoints so a resumed run draws the same prompts.
+
+Dynamic sampling (GREAM / DAPO): a group whose rewards are all equal has zero advantage and
+teaches nothing, so it is dropped and further prompts are drawn (at most `max_resample_rounds`
+extra rounds) until the batch holds `batch_prompts` groups. If the rounds run out, the batch is
+completed with weight-0 copies of kept groups so every update keeps one static shape.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+
+class PromptPool:
+    """(user, position) pairs of the training parts, drawn in a seeded, reshuffled-per-epoch order."""
+
+    def __init__(self, train_sequences, seed: int):
+        pairs = [(u, i) for u, seq in enumerate(train_sequences) for i in range(1, len(seq))]
+        if not pairs:
+            raise ValueError("SRPO prompt pool is empty: no user has two or more training items")
+        self.pairs = np.asarray(pairs, np.int64)            # [n, 2]
+        self.seed = int(seed)
+        self.epoch, self.cursor = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 0x5390, epoch]).permutation(len(self.pairs))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def draw(self, n: int) -> np.ndarray:
+        """Next `n` (user, position) pairs `[n, 2]`."""
+        out = []
+        while n > 0:
+            take = min(n, len(self._order) - self.cursor)
+            out.append(self.pairs[self._order[self.cursor:self.cursor + take]])
+            self.cursor += take
+            n -= take
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(out, 0)
+
+    def get_state(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def set_state(self, state: dict) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._order = self._permutation(self.epoch)
+
+
+def history_and_target(train_sequences, pair, max_history: int) -> tuple[np.ndarray, int]:
+    u, i = int(pair[0]), int(pair[1])
+    seq = train_sequences[u]
+    return np.asarray(seq[max(0, i - max_history):i]), int(seq[i])
+
+
+def collect_groups(draw: Callable[[int], dict], batch_prompts: int, dynamic: bool,
+                   max_rounds: int, oversample: float) -> tuple[dict, dict]:
+    """Runs rollout rounds until `batch_prompts` informative groups are kept.
+
+    draw(n) -> dict of arrays with leading axis n (prompts), including `rewards [n, G]`.
+    Returns (batch dict with leading axis batch_prompts plus `group_weight [P]`, stats).
+    """
+    kept: list[dict] = []
+    n_kept = drawn = dropped = rounds = 0
+    while n_kept < batch_prompts and rounds <= max_rounds:
+        need = batch_prompts - n_kept
+        n = need if rounds == 0 else max(need, int(math.ceil(need * oversample)))
+        groups = draw(n)
+        rewards = np.asarray(groups["rewards"])
+        informative = ~np.all(rewards == rewards[:, :1], axis=1)
+        drawn += n
+        dropped += int((~informative).sum())
+        if dynamic:
+            groups = {k: np.asarray(v)[informative] for k, v in groups.items()}
+        take = min(len(groups["rewards"]), need)
+        if take:
+            kept.append({k: np.asarray(v)[:take] for k, v in groups.items()})
+            n_kept += take
+        rounds += 1
+        if not dynamic:
+            break
+    stats = {"rounds": rounds, "prompts_drawn": drawn, "zero_variance_dropped": dropped,
+             "zero_variance_share": dropped / max(drawn, 1), "groups_kept": n_kept}
+    if n_kept == 0:
+        return {}, stats
+    batch = {k: np.concatenate([g[k] for g in kept], 0) for k in kept[0]}
+    weight = np.ones(n_kept, np.float32)
+    if n_kept < batch_prompts:                    # static shape: weight-0 copies fill the batch
+        fill = np.arange(batch_prompts - n_kept) % n_kept
+        batch = {k: np.concatenate([v, v[fill]], 0) for k, v in batch.items()}
+        weight = np.concatenate([weight, np.zeros(len(fill), np.float32)])
+    batch["group_weight"] = weight
+    return batch, stats
+
+
+def left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists -> (tokens [n, width], mask [n, width]) right-aligned (LEFT padding)."""
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), np.int32)
+    for r, row in enumerate(rows):
+        if len(row) > width:
+            raise ValueError(f"prompt of {len(row)} tokens is longer than the padded width {width}")
+        if row:
+            tokens[r, width - len(row):] = row
+            mask[r, width - len(row):] = 1
+    return tokens, mask
+
+
+def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int, micro_sequences: int,
+                   rng: np.random.Generator, pad_id: int, width_bucket: int = 32) -> list[dict]:
+    """Splits a kept batch into shuffled mini-batches shaped `[n_micro, micro, ...]` for the update.
+
+    batch: prompt_ids [P] (token lists), response_tokens/response_mask [P, G, R], group_weight [P];
+    advantages [P, G]. Sequences = prompt (LEFT-padded to the batch's longest, rounded up to
+    `width_bucket`) ++ response.
+    """
+    p, g, r = batch["response_tokens"].shape
+    longest = max(len(x) for x in batch["prompt_ids"])
+    width = int(-(-longest // width_bucket) * width_bucket)
+    all_prompt, all_pmask = left_pad(list(batch["prompt_ids"]), width, pad_id)
+    order = rng.permutation(p)
+    out = []
+    for start in range(0, p, mini_batch_prompts):
+        idx = order[start:start + mini_batch_prompts]
+        prompt = np.repeat(all_prompt[idx], g, axis=0)                        # [m*G, Lp]
+        pmask = np.repeat(all_pmask[idx], g, axis=0)
+        resp = batch["response_tokens"][idx].reshape(-1, r)
+        rmask = batch["response_mask"][idx].reshape(-1, r)
+        weight = np.repeat(batch["group_weight"][idx], g)
+        n = len(resp)
+        if n % micro_sequences:
+            raise ValueError(f"mini-batch of {n} sequences is not a multiple of the micro-batch "
+                             f"{micro_sequences} (config.rl.mini_batch_prompts x group_size)")
+        shape = lambda x: x.reshape((n // micro_sequences, micro_sequences) + x.shape[1:])
+        out.append({
+            "tokens": shape(np.concatenate([prompt, resp], 1).astype(np.int32)),
+            "attention_mask": shape(np.concatenate([pmask, rmask], 1).astype(np.int32)),
+            "response_mask": shape((rmask * weight[:, None]).astype(np.float32)),
+            "advantages": shape(advantages[idx].reshape(-1).astype(np.float32)),
+            "index": idx})
+    return out

@@ -1,0 +1,282 @@
+"""The `rl` stage: SRPO post-training from WORKDIR/sft/final, exported to WORKDIR/rl/final.
+
+`run_rl(config, workdir)`:
+  1. loads the SFT model twice: the policy (trained) and the frozen reference (KL anchor), the
+     training split (prompts from training parts only), the SIDs and the trie;
+  2. each step: rollouts with dynamic sampling (`srpo_batch.collect_groups`), rewards and
+     advantages from the configured objective (`advantages.OBJECTIVES`), old-policy and reference
+     log-probs (one jitted forward), then `ppo_epochs` passes of shuffled mini-batch updates;
+  3. logs per step (TensorBoard, WORKDIR/rl/metrics.jsonl, a progress line): reward, exact-hit rate,
+     zero-variance share, KL, clip fraction, entropy, tokens/s; orbax checkpoints (resume: run the
+     same command again); Direct-mode validation every `eval_every` steps, step 0 (the SFT model)
+     included, keeping the best state;
+  4. exports the best-by-validation parameters to WORKDIR/rl/final. If no RL step beat the SFT
+     model on validation, rl/final holds the SFT parameters and the summary says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from gream_jax import mesh as mesh_lib
+from gream_jax.train import advantages as adv_lib
+from gream_jax.train import rewards as rewards_lib
+from gream_jax.train import srpo
+from gream_jax.train.srpo_batch import PromptPool, collect_groups, history_and_target, update_batches
+from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
+from gream_jax.utils.io import write_json, write_jsonl
+from gream_jax.utils.logging import Progress, SummaryWriter
+
+
+def rollout_spec(config, tokenizer, sids, mode: str) -> RolloutSpec:
+    lengths = np.asarray(sids.lengths)
+    base = dict(mode=mode, sid_max_len=int(sids.codes.shape[1]), sid_min_len=int(lengths.min()),
+                max_think_tokens=int(config.rl.max_think_tokens), temperature=float(config.rl.temperature),
+                top_p=float(config.rl.top_p), pad_id=int(tokenizer.pad_id))
+    if mode == "direct":   # the trie is the Direct-mode decoder: the answer is always constrained
+        return RolloutSpec(constrained_answer=True, **base)
+    tags = special_token_ids(tokenizer)
+    ends = tuple(sorted({tags["im_end"], int(tokenizer.eos_id)}))
+    return RolloutSpec(constrained_answer=bool(config.rl.constrained_answer), think_open=tags["think_open"],
+                       think_close=tags["think_close"], answer_open=tags["answer_open"],
+                       answer_close=tags["answer_close"], end_ids=ends, **base)
+
+
+def reward_table(config, sids) -> np.ndarray:
+    """Credit per leading-codes count; levels = SID levels minus a collision rank suffix by default."""
+    levels = int(config.rl.reward_levels)
+    if levels == 0:
+        levels = int(getattr(sids, "n_semantic_levels", 0) or 0) or int(np.asarray(sids.lengths).min())
+    return rewards_lib.credit_table(int(sids.codes.shape[1]), levels, float(config.rl.reward_cap),
+                                    tuple(config.rl.reward_credits) or None)
+
+
+def _copy_tree(tree, shardings):
+    return jax.jit(lambda t: jax.tree.map(lambda x: x + 0, t), out_shardings=shardings)(tree)
+
+
+class SrpoTrainer:
+    """Holds the policy, reference, optimiser and jitted functions of one SRPO run."""
+
+    def __init__(self, config, model_cfg, params, tokenizer, sids, split, mesh, rules):
+        from gream_jax.index.trie import build_trie
+        from gream_jax.train.sft_validation import sid_token_table
+        from gream_jax.tasks.prompts import direct_prompt_ids, reasoning_prompt_ids
+        rl = config.rl
+        self.config, self.rl, self.model_cfg, self.tokenizer = config, rl, model_cfg, tokenizer
+        self.sids, self.split, self.mesh, self.rules = sids, split, mesh, rules
+        self.objective = adv_lib.get_objective(rl.objective)
+        self.spec = rollout_spec(config, tokenizer, sids, rl.mode)
+        table = sid_token_table(tokenizer, sids)
+        trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh))
+        self.shardings = jax.tree.map(lambda x: x.sharding, params)
+        self.params = params
+        self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
+        self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
+                                    mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
+                                    rewards_lib.get_reward(self.objective.reward), reward_table(config, sids))
+        prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
+        self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
+        self.pool = PromptPool(split.train, int(config.seed))
+        self.optimizer = srpo.make_optimizer(rl)
+        self.opt_state, opt_shardings = srpo.init_optimizer_state(self.optimizer, params, mesh)
+        r = self.spec.response_len
+        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, self.shardings, r)
+        self.update_fn = srpo.make_update_fn(model_cfg, self.optimizer, srpo.LossConfig.from_config(rl), mesh,
+                                             rules, self.shardings, opt_shardings, r)
+        dp = mesh_lib.data_parallel_size(mesh, rules)
+        micro = int(rl.micro_batch_sequences)
+        self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
+        self.rng = jax.random.PRNGKey(int(config.seed) + 12)
+        self.step = 0
+
+    # -- rollouts ---------------------------------------------------------------------------
+    def _draw(self, n: int, seen: dict) -> dict:
+        pairs = self.pool.draw(n)
+        max_h = int(self.config.data.max_history)
+        hist_targets = [history_and_target(self.split.train, p, max_h) for p in pairs]
+        prompts = [self.prompt(h) for h, _ in hist_targets]
+        targets = np.asarray(self.sids.codes)[[t for _, t in hist_targets]]
+        self.rng, key = jax.random.split(self.rng)
+        out = self.runner.run(self.params, prompts, targets, key)
+        seen["rewards"].append(out["rewards"].reshape(-1))
+        seen["hits"].append(out["hits"].reshape(-1))
+        seen["well_formed"].append(out["well_formed"].reshape(-1))
+        seen["tokens"] += int(out["response_mask"].sum())
+        return out
+
+    def train_step(self) -> dict:
+        """One SRPO step: collect a batch, compute advantages, run the inner epochs of updates."""
+        rl = self.rl
+        t0 = time.perf_counter()
+        seen = {"rewards": [], "hits": [], "well_formed": [], "tokens": 0}
+        batch, stats = collect_groups(lambda n: self._draw(n, seen), int(rl.batch_prompts),
+                                      bool(rl.dynamic_sampling), int(rl.max_resample_rounds), float(rl.oversample))
+        t_roll = time.perf_counter() - t0
+        rewards = np.concatenate(seen["rewards"])
+        m = {"reward_mean": float(rewards.mean()), "exact_hit_rate": float(np.concatenate(seen["hits"]).mean()),
+             "well_formed_rate": float(np.concatenate(seen["well_formed"]).mean()),
+             "zero_variance_share": stats["zero_variance_share"], "groups_kept": stats["groups_kept"],
+             "resample_rounds": stats["rounds"], "rollout_tokens_per_s": seen["tokens"] / max(t_roll, 1e-9)}
+        self.step += 1
+        if not batch:   # every drawn group was uninformative: nothing to learn from this step
+            m.update(skipped=1.0, step_seconds=time.perf_counter() - t0)
+            return m
+        adv = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], int(rl.pass_k),
+                                                self.objective.bonus))
+        np_rng = np.random.default_rng([int(self.config.seed), 0xB47C, self.step])
+        minis = update_batches(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng,
+                               int(self.tokenizer.pad_id))
+        t1 = time.perf_counter()
+        with jax.set_mesh(self.mesh):
+            for mb in minis:
+                mb["old_logp"] = self.logprob_fn(self.params, mb["tokens"], mb["attention_mask"])
+                mb["ref_logp"] = (self.logprob_fn(self.ref_params, mb["tokens"], mb["attention_mask"])
+                                  if rl.kl_coef > 0 else mb["old_logp"])
+            sums: dict[str, float] = {}
+            n_updates = 0
+            for epoch in range(int(rl.ppo_epochs)):
+                for j in np_rng.permutation(len(minis)):
+                    mb = {k: v for k, v in minis[j].items() if k != "index"}
+                    self.params, self.opt_state, metrics = self.update_fn(self.params, self.opt_state, mb)
+                    for k, v in jax.device_get(metrics).items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    n_updates += 1
+        t_train = time.perf_counter() - t1
+        m.update({k: v / n_updates for k, v in sums.items() if k != "tokens"})
+        m.update(batch_reward_mean=float(batch["rewards"][batch["group_weight"] > 0].mean()),
+                 train_tokens_per_s=sums["tokens"] / max(t_train, 1e-9), updates=n_updates,
+                 step_seconds=time.perf_counter() - t0, skipped=0.0)
+        return m
+
+    def state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state}
+
+    def set_state(self, state: dict) -> None:
+        self.params, self.opt_state = state["params"], state["opt_state"]
+
+
+def load_inputs(config, workdir):
+    from gream_jax.data.prepare import load_prepared
+    from gream_jax.index.sid import SemanticIds
+    from gream_jax.model.store import load_model
+    data, split = load_prepared(workdir)
+    sids = SemanticIds.load(os.path.join(workdir, "index"), n_items=len(data.item_ids))
+    mesh = mesh_lib.make_mesh(config.mesh)
+    rules = mesh_lib.rules_from_config(config.mesh)
+    init_dir = os.path.join(workdir, config.rl.init_from)
+    if not os.path.isdir(init_dir):
+        raise FileNotFoundError(f"{init_dir}: no model to start RL from (config.rl.init_from="
+                                f"{config.rl.init_from!r}); run the sft stage first")
+    model_cfg, params, tokenizer = load_model(init_dir, mesh, rules)[:3]
+    return split, sids, model_cfg, params, tokenizer, mesh, rules
+
+
+def run_rl(config, workdir: str) -> dict:
+    from gream_jax.train.checkpoint import Checkpointer
+    from gream_jax.train.sft_stage import _eval_users, _export
+    from gream_jax.train.sft_validation import DirectValidator
+    t_start = time.perf_counter()
+    rl = config.rl
+    stage_dir = os.path.join(workdir, "rl")
+    os.makedirs(stage_dir, exist_ok=True)
+    if not rl.enabled:
+        logging.info("[rl] config.rl.enabled=False: skipped (eval uses sft/final)")
+        return {"skipped": True}
+    split, sids, model_cfg, params, tokenizer, mesh, rules = load_inputs(config, workdir)
+    trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
+    del params
+    validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
+    users = _eval_users(config, split) if not rl.eval_users else np.sort(
+        np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, min(rl.eval_users, split.n_users),
+                                                               replace=False))
+    metric = rl.select_metric
+    ckpt = Checkpointer(stage_dir, int(rl.keep_checkpoints))
+    metrics_path = os.path.join(stage_dir, "metrics.jsonl")
+    writer = SummaryWriter(os.path.join(stage_dir, "tb"))
+    rows: list[dict] = []
+    meta = {"step": 0, "pool": trainer.pool.get_state(), "best": None, "best_step": None, "elapsed_s": 0.0,
+            "rng": np.asarray(trainer.rng).tolist(), "sft_valid": None}
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(trainer.state())
+        trainer.set_state(state)
+        trainer.step = int(meta["step"])
+        trainer.pool.set_state(meta["pool"])
+        trainer.rng = jax.numpy.asarray(np.asarray(meta["rng"], np.uint32))
+        if os.path.exists(metrics_path):
+            with open(metrics_path, encoding="utf-8") as f:
+                rows = [r for r in map(json.loads, f) if r["step"] <= trainer.step]
+        logging.info("[rl] resumed at step %d", trainer.step)
+    best, best_step, sft_valid = meta["best"], meta["best_step"], meta.get("sft_valid")
+    elapsed_before, run_start = float(meta["elapsed_s"]), time.perf_counter()
+
+    def current_meta():
+        return {"step": trainer.step, "pool": trainer.pool.get_state(), "best": best, "best_step": best_step,
+                "elapsed_s": elapsed_before + time.perf_counter() - run_start,
+                "rng": np.asarray(trainer.rng).tolist(), "sft_valid": sft_valid}
+
+    def validate():
+        nonlocal best, best_step
+        tv = time.perf_counter()
+        figures = validator.evaluate(trainer.params, split, "valid", users)
+        improved = best is None or figures[metric] > best
+        if improved:
+            best, best_step = figures[metric], trainer.step
+            ckpt.save_best(trainer.step, trainer.state(), current_meta())
+        logging.info("[rl] step %d valid %s (%.1fs)%s", trainer.step, {k: round(v, 4) for k, v in figures.items()},
+                     time.perf_counter() - tv, " *best*" if improved else "")
+        writer.scalars(trainer.step, {f"valid/{k}": v for k, v in figures.items()})
+        rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}})
+        return figures
+
+    if best is None:
+        sft_valid = validate()            # step 0 = the SFT model: RL must beat it to be exported
+    total = int(rl.steps)
+    progress = Progress("rl", total=total - trainer.step, unit="steps", every_s=15.0)
+    stopped_early = False
+    while trainer.step < total:
+        m = trainer.train_step()
+        done = trainer.step
+        writer.scalars(done, {f"train/{k}": v for k, v in m.items()})
+        rows.append({"step": done, **{k: round(float(v), 6) for k, v in m.items()}})
+        progress.update(1, extra=(f"reward {m['reward_mean']:.3f} hit {m['exact_hit_rate']:.3f} "
+                                  f"zv {m['zero_variance_share']:.2f} kl {m.get('kl', 0):.2e} "
+                                  f"clip {m.get('clip_frac', 0):.3f} ent {m.get('entropy', 0):.3f} "
+                                  f"{m['rollout_tokens_per_s']:,.0f} rollout tok/s"))
+        if rl.eval_every and done % int(rl.eval_every) == 0 and done != total:
+            validate()
+        if rl.checkpoint_every and done % int(rl.checkpoint_every) == 0 and done != total:
+            ckpt.save(done, trainer.state(), current_meta())
+            write_jsonl(metrics_path, rows)
+        if rl.time_budget_s and elapsed_before + time.perf_counter() - run_start > float(rl.time_budget_s):
+            logging.info("[rl] config.rl.time_budget_s=%s reached at step %d of %d", rl.time_budget_s, done, total)
+            stopped_early = True
+            break
+    if trainer.step > 0 and (not rows or "valid/" + metric not in rows[-1]):
+        validate()
+    ckpt.save(trainer.step, trainer.state(), current_meta(), force=True)
+    write_jsonl(metrics_path, rows)
+    ckpt.wait()
+    train_s = elapsed_before + time.perf_counter() - run_start
+    best_state, best_meta = ckpt.restore(trainer.state(), best=True)
+    valid = validator.evaluate(best_state["params"], split, "valid")
+    test = validator.evaluate(best_state["params"], split, "test")
+    summary = {"objective": rl.objective, "mode": rl.mode, "seed": int(config.seed), "steps": trainer.step,
+               "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+               "best_step": int(best_meta["step"]), "sft_selected": int(best_meta["step"]) == 0,
+               "select_metric": metric, "valid": valid, "test": test,
+               "sft_valid_subset": sft_valid}
+    _export(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
+            {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid})
+    ckpt.close()
+    writer.close()
+    summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_json(os.path.join(stage_dir, "summary.json"), summary)
+    logging.info("[rl] done: %s", summary)
+    return summary

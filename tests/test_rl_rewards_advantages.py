@@ -1,0 +1,103 @@
+"""Pure RL math against hand-computed values: rewards, z-scores, the pass@k bonus, the registry."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gream_jax.train import advantages as adv_lib
+from gream_jax.train import rewards as rw
+
+
+def test_credit_table_matches_gream_four_levels():
+    table = rw.credit_table(max_len=5, n_levels=4)
+    np.testing.assert_allclose(table, [0.0, 0.5, 0.70710677, 0.8660254, 0.95, 0.95], rtol=1e-6)
+
+
+def test_credit_table_three_levels_and_explicit_credits():
+    np.testing.assert_allclose(rw.credit_table(4, 3), [0, math.sqrt(1 / 3), math.sqrt(2 / 3), 0.95, 0.95],
+                               rtol=1e-6)
+    np.testing.assert_allclose(rw.credit_table(3, 3, credits=(0.1, 0.2)), [0, 0.1, 0.2, 0.2])
+    with pytest.raises(ValueError, match="n_levels"):
+        rw.credit_table(4, 0)
+
+
+def test_residual_reward_by_leading_codes():
+    target = jnp.array([[1, 2, 3, 4, -1]], jnp.int32)                       # [P=1, L=5]
+    pred = jnp.array([[[1, 2, 3, 4, -1],     # exact
+                       [1, 2, 3, 4, 0],      # all 4 codes, spurious suffix -> not exact
+                       [1, 2, 3, 9, -1],     # 3 leading
+                       [1, 9, 3, 4, -1],     # 1 leading (later matches do not count)
+                       [9, 2, 3, 4, -1],     # 0 leading
+                       [1, 2, 3, 4, -1]]],   # exact codes but malformed completion
+                     jnp.int32)
+    well = jnp.array([[True, True, True, True, True, False]])
+    table = rw.credit_table(5, 4)
+    r = jax.jit(rw.residual_reward)(pred, well, target, table)
+    np.testing.assert_allclose(np.asarray(r), [[1.0, 0.95, 0.8660254, 0.5, 0.0, 0.0]], rtol=1e-6)
+    e = rw.exact_reward(pred, well, target)
+    np.testing.assert_array_equal(np.asarray(e), [[1, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(np.asarray(rw.leading_matches(pred, target)), [[4, 4, 3, 1, 0, 4]])
+
+
+def test_group_zscore_unbiased_std():
+    r = jnp.array([[0.0, 1.0, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    a = np.asarray(adv_lib.group_zscore(r))
+    std = np.std([0.0, 1.0, 0.5, 0.5], ddof=1)
+    np.testing.assert_allclose(a[0], (np.array([0.0, 1.0, 0.5, 0.5]) - 0.5) / (std + 1e-6), rtol=1e-5)
+    np.testing.assert_array_equal(a[1], 0.0)                   # sigma = 0 -> zero, not NaN
+    np.testing.assert_array_equal(np.asarray(adv_lib.group_zscore(jnp.ones((2, 1)))), 0.0)
+
+
+def _bonus(hits_row, k=4):
+    return np.asarray(adv_lib.pass_at_k_bonus(jnp.asarray([hits_row]), k))[0]
+
+
+def test_pass_at_k_bonus_hand_computed_n10_c1():
+    hits = [True] + [False] * 9
+    b = _bonus(hits)
+    # rho = 1 - C(9,4)/C(10,4) = 1 - 126/210 = 0.4; sigma = sqrt(0.24)
+    sigma = math.sqrt(0.24)
+    hit = 0.6 / (sigma + 1e-6)
+    # miss: 1 - 0.4 - C(8,3)/C(9,3) = 0.6 - 56/84
+    miss = (0.6 - 56 / 84) / (sigma + 1e-6)
+    np.testing.assert_allclose(b, [hit] + [miss] * 9, rtol=1e-5)
+
+
+def test_pass_at_k_bonus_n10_c3():
+    hits = [True, False, True, False, False, True, False, False, False, False]
+    b = _bonus(hits)
+    rho = 1 - math.comb(7, 4) / math.comb(10, 4)          # 1 - 35/210
+    sigma = math.sqrt(rho * (1 - rho))
+    miss = (1 - rho - math.comb(6, 3) / math.comb(9, 3)) / (sigma + 1e-6)
+    expect = [(1 - rho) / (sigma + 1e-6) if h else miss for h in hits]
+    np.testing.assert_allclose(b, expect, rtol=1e-5)
+
+
+def test_pass_at_k_bonus_edge_cases():
+    np.testing.assert_array_equal(_bonus([False] * 10), 0.0)   # c = 0: rho = 0, sigma = 0
+    np.testing.assert_array_equal(_bonus([True] * 10), 0.0)    # c = n: rho = 1, sigma = 0
+    # c = 7 of 10: every draw of 4 contains a hit (C(3,4) = 0) -> rho = 1, sigma = 0.
+    np.testing.assert_array_equal(_bonus([True] * 7 + [False] * 3), 0.0)
+    # n < k: k is clamped to n, so the bonus vanishes and nothing is NaN.
+    b = _bonus([True, False, False], k=4)
+    assert np.all(np.isfinite(b)) and np.all(b == 0.0)
+
+
+def test_srpo_advantage_adds_bonus_and_registry():
+    rewards = jnp.array([[1.0, 0.5, 0.0, 0.0, 0.866, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    hits = rewards == 1.0
+    a_bonus = np.asarray(jax.jit(adv_lib.srpo_advantage, static_argnums=(2, 3))(rewards, hits, 4, True))
+    a_plain = np.asarray(adv_lib.srpo_advantage(rewards, hits, 4, False))
+    np.testing.assert_allclose((a_bonus - a_plain)[0], _bonus(list(np.asarray(hits[0]))), rtol=1e-5, atol=1e-6)
+    assert adv_lib.get_objective("grpo") == adv_lib.Objective("grpo", "exact", False)
+    assert adv_lib.get_objective("srpo_no_residual").bonus and adv_lib.get_objective("srpo_no_bonus").reward == "residual"
+    with pytest.raises(KeyError, match="unknown RL objective"):
+        adv_lib.get_objective("ppo")
+
+
+def test_zero_variance_groups():
+    r = jnp.array([[0.5, 0.5, 0.5], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(adv_lib.zero_variance_groups(r)), [True, False, True])

@@ -1,0 +1,111 @@
+"""Reasoning generator grounding, prompt builders, and the curriculum schedule."""
+
+import numpy as np
+import pytest
+
+from gream_jax.tasks.attributes import all_item_attributes
+from gream_jax.tasks.curriculum import is_reasoning_step, reasoning_probability, stream_plan
+from gream_jax.tasks.example import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from gream_jax.tasks.prompts import direct_prompt_ids, reasoning_prompt_ids
+from gream_jax.tasks.reasoning import build_reasoning_examples, chain_text, reason, related
+from sft_toy import toy_world
+
+
+def _is_subsequence(sub, seq):
+    it = iter(seq)
+    return all(any(x == y for y in it) for x in sub)
+
+
+def test_chain_is_grounded_in_the_history():
+    split, sids, items, _ = toy_world(n_users=30)
+    attrs = all_item_attributes(items)
+    checked = 0
+    for u, seq in enumerate(split.train):
+        for p in range(4, len(seq)):
+            hist, target = seq[max(0, p - 20):p], int(seq[p])
+            c = reason(hist, target, attrs, sids, 0.8)
+            assert set(c.evidence) <= set(hist.tolist())
+            for e in c.evidence:
+                assert related(e, target, attrs, sids)
+            assert _is_subsequence(c.rewrite, hist.tolist())
+            assert set(c.intent_items) <= set(c.evidence)
+            for a in c.intent_attributes:
+                assert a in attrs[target]
+            for a, w in c.preferences:
+                assert any(a in attrs[int(i)] for i in hist) and w > 0
+            assert c.target_attributes == tuple(attrs[target])
+            checked += 1
+    assert checked > 100
+
+
+def test_chain_text_format():
+    split, sids, items, _ = toy_world()
+    attrs = all_item_attributes(items)
+    seq = split.train[0]
+    c = reason(seq[:6], int(seq[6]), attrs, sids, 0.8)
+    text = chain_text(c, items, attrs, sids)
+    assert text.startswith(THINK_OPEN) and text.count(THINK_CLOSE) == 1
+    assert text.endswith(f"{ANSWER_OPEN}{sids.item_string(int(seq[6]))}{ANSWER_CLOSE}")
+    think = text[:text.index(THINK_CLOSE)]
+    for k in (1, 2, 3, 4):
+        assert f"Step {k}" in think
+    assert "Step 5" in text[text.index(THINK_CLOSE):]
+    # the target is not named in the think block
+    assert sids.item_string(int(seq[6])) not in think or int(seq[6]) in seq[:6]
+
+
+def test_reasoning_targets_come_from_training_positions_from_four():
+    split, sids, items, _ = toy_world(n_users=20)
+    held = set(split.valid_targets.tolist()) | set(split.test_targets.tolist())
+    exs = build_reasoning_examples(split, sids, items, all_item_attributes(items), -1, 20, 4, 0.8,
+                                   np.random.default_rng(0))
+    assert len(exs) == sum(max(len(s) - 4, 0) for s in split.train)
+    for e in exs:
+        assert not held & set(e.items)
+        assert len(e.items) - 1 >= 4
+
+
+def test_direct_prompt_is_prefix_of_dense_window():
+    from gream_jax.tasks.dense import window_tokens
+    from gream_jax.tasks.tokens import bos_id, item_token_ids
+    import ml_collections
+    split, sids, items, tok = toy_world()
+    cfg = ml_collections.ConfigDict({"data": {"max_history": 20}, "tasks": {"direct_prompt": "dense"}})
+    hist = split.train[0][:20]
+    prompt = direct_prompt_ids(tok, sids, np.concatenate([[-1, -1], hist]), cfg)
+    ids, _ = window_tokens(np.append(hist, 3), item_token_ids(tok, sids), bos_id(tok))
+    assert prompt == ids[:len(prompt)] and len(ids) - len(prompt) == 3
+    long = np.arange(25) % 26
+    assert len(direct_prompt_ids(tok, sids, long, cfg)) == 1 + 20 * 3   # truncated from the left
+    cfg.tasks.direct_prompt = "chat"
+    chat = direct_prompt_ids(tok, sids, hist, cfg)
+    assert chat[0] == tok.token_to_id("<|im_start|>")
+    r = reasoning_prompt_ids(tok, sids, hist, cfg)
+    from gream_jax.tasks.tokens import encode_text
+    tail = encode_text(tok, "<|im_start|>assistant\n")
+    assert r[-len(tail):] == tail and r[0] == tok.token_to_id("<|im_start|>")
+    assert sum(t == tok.token_to_id(sids.item_tokens(int(hist[-1]))[-1]) for t in r) >= 1
+
+
+def test_linear_ramp_matches_the_reference_formula():
+    T, ratio = 300, 0.5
+    # first part: p_insert = (i / N) * ratio * 1.5 -> per-step p / (1 + p)
+    for step in (0, 50, 99):
+        p = (step / 100) * ratio * 1.5
+        assert reasoning_probability(step, T, ratio, "linear_ramp") == pytest.approx(p / (1 + p))
+    assert reasoning_probability(150, T, ratio, "linear_ramp") == pytest.approx(0.375 / 1.375)
+    assert reasoning_probability(250, T, ratio, "linear_ramp") == pytest.approx(ratio / (1 + ratio))
+    assert reasoning_probability(10, T, 0.0, "linear_ramp") == 0.0
+
+
+def test_other_schedules_and_determinism():
+    assert reasoning_probability(5, 100, 0.25, "uniform_mix") == pytest.approx(0.2)
+    plan = stream_plan(100, 0.25, "sequential", 0)
+    assert not plan[:80].any() and plan[80:].all()
+    a, b = stream_plan(3000, 0.25, "uniform_mix", 1), stream_plan(3000, 0.25, "uniform_mix", 1)
+    assert (a == b).all() and abs(a.mean() - 0.2) < 0.03
+    ramp = stream_plan(3000, 0.25, "linear_ramp", 0)
+    assert ramp[:500].mean() < ramp[2000:].mean()
+    assert is_reasoning_step(17, 3000, 0.25, "linear_ramp", 0) == ramp[17]
+    with pytest.raises(ValueError, match="curriculum"):
+        reasoning_probability(0, 10, 0.5, "bogus")
