@@ -125,9 +125,9 @@ def tiny_config(steps: int = 8, checkpoint_every: int = 0, **train_overrides):
                         "itemsearch": 4, "preferenceobtain": 4}
     c.tasks.reasoning_examples = 8
     c.tasks.reasoning_ratio = 0.5
-    c.train.update(steps=steps, batch_size=8, seq_len=160, warmup_steps=2, lr=3e-3, log_every=2,
-                   checkpoint_every=checkpoint_every, eval_every=0, eval_beam=4, eval_topk=4,
-                   eval_batch=16, keep_checkpoints=2)
+    c.train.update(steps=steps, batch_size=8, seq_len=96, reasoning_seq_len=288, reasoning_batch_size=4, warmup_steps=2, lr=3e-3, log_every=2,
+                   checkpoint_every=checkpoint_every, eval_every=0, keep_checkpoints=2)
+    c.eval.update(beam_size=10, top_k=10, max_batch=16)
     c.train.update(**train_overrides)
     return c
 

@@ -32,7 +32,7 @@ def main(stage_dir, out_path, sleep_s=0.0):
     summary, state, _, _ = train(config, stage_dir, tiny_inputs(config, jax.devices()[:1]), evaluate_test=False)
     leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(state["params"]))
     np.savez(out_path, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
-    print("DONE", summary["steps"], flush=True)
+    print("DONE", summary["steps"], "resumed_from", summary["resumed_from"], flush=True)
 
 
 if __name__ == "__main__":

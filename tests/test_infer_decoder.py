@@ -65,32 +65,41 @@ def test_direct_exhaustive_beam_equals_teacher_forcing(model):
         np.testing.assert_allclose(np.asarray(res.scores[u]), ref[order], atol=2e-3)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_reasoning_continuation_equals_direct_on_the_written_prompt(model, temperature):
+def _reason(m, tokens, mask, spec, rng, temperature):
+    return decoder.reasoning_search(m["params"], jnp.asarray(tokens), jnp.asarray(mask), m["dev"], rng,
+                                    jnp.float32(temperature), jnp.float32(1.0), model_cfg=m["cfg"], spec=spec,
+                                    cache_len=decoder.reasoning_cache_len(tokens.shape[1], spec, m["dev"]))
+
+
+def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
     m = model
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 6]]
-    spec = decoder.ReasoningSpec(budget=6, num_samples=2, beam_size=6, top_k=4, answer_open=ANSWER,
+    tokens, mask = left_pad(prompts, 4, 4, PAD)
+    rng = jax.random.PRNGKey(3)
+    # First with a stop token the model never writes, then stop at a token that some chains write
+    # and others do not: the same rng gives the same chains up to each row's stop.
+    free = decoder.ReasoningSpec(budget=6, num_samples=2, beam_size=6, top_k=4, answer_open=m["vocab"] + 5,
                                  think_close=THINK_CLOSE, pad_id=PAD)
-    width = 4
-    tokens, mask = left_pad(prompts, width, 4, PAD)
-    # Make the stop token likely enough that some chains stop and some run out of budget.
-    params = dict(m["params"])
-    out = decoder.reasoning_search(params, jnp.asarray(tokens), jnp.asarray(mask), m["dev"], jax.random.PRNGKey(3),
-                                   jnp.float32(temperature), jnp.float32(1.0), model_cfg=m["cfg"], spec=spec,
-                                   cache_len=decoder.reasoning_cache_len(width, spec, m["dev"]))
+    chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
+    partial = [t for t in range(1, m["vocab"]) if t != THINK_CLOSE and 0 < sum(t in row for row in chains) < 8]
+    stop = partial[0]
+    spec = free._replace(answer_open=stop)
+    out = _reason(m, tokens, mask, spec, rng, 1.0)
     think, keep = np.asarray(out.think_tokens), np.asarray(out.think_lengths)
     stopped, forced = np.asarray(out.stopped), np.asarray(out.forced_close)
+    assert stopped.any() and not stopped.all()
     written = []
     for row in range(8):
         chain = list(think[row, :keep[row]])
-        assert ANSWER not in chain
+        assert stop not in chain
+        np.testing.assert_array_equal(chain, chains[row, :keep[row]])
         if stopped[row]:
-            assert think[row, keep[row]] == ANSWER and not forced[row]
+            assert think[row, keep[row]] == stop and not forced[row]
         else:
             assert keep[row] == spec.budget and forced[row] == (THINK_CLOSE not in chain)
-        written.append(prompts[row // 2] + chain + ([THINK_CLOSE] if forced[row] else []) + [ANSWER])
+        written.append(prompts[row // 2] + chain + ([THINK_CLOSE] if forced[row] else []) + [stop])
     ref = direct(m, written, beam=6, k=4)
     np.testing.assert_array_equal(np.asarray(out.beams.items), np.asarray(ref.items))
     np.testing.assert_allclose(np.asarray(out.beams.scores), np.asarray(ref.scores), atol=2e-3)
-    if temperature == 0.0:   # greedy chains of the same user are identical
-        np.testing.assert_array_equal(think[0::2], think[1::2])
+    greedy = np.asarray(_reason(m, tokens, mask, spec, rng, 0.0).think_tokens)
+    np.testing.assert_array_equal(greedy[0::2], greedy[1::2])   # greedy chains of a user agree

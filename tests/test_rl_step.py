@@ -83,14 +83,15 @@ def test_direct_srpo_step_updates_policy_only(setup):
     drawn = np.concatenate([s["rewards"] for s in seen])
     zero_var = np.all(drawn == drawn[:, :1], axis=1)
     assert m["zero_variance_share"] == pytest.approx(zero_var.mean())
-    assert m["prompts_drawn"] if "prompts_drawn" in m else True
+    assert m["prompts_drawn"] == len(drawn) >= 8
     changed = [not np.allclose(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
                                                                 jax.tree.leaves(trainer.params))]
     assert any(changed)
     for a, b in zip(jax.tree.leaves(ref_before), jax.tree.leaves(trainer.ref_params)):
         np.testing.assert_array_equal(a, np.asarray(b))
     # Rewards of a 2-level SID: 0, sqrt(1/2) for the first code, 1 for the item.
-    assert set(np.round(np.unique(drawn), 4)) <= {0.0, 0.7071, 1.0}
+    allowed = np.array([0.0, np.sqrt(0.5), 1.0])
+    assert np.all(np.min(np.abs(drawn.reshape(-1, 1) - allowed), axis=1) < 1e-5)
     np.testing.assert_allclose(reward_table(setup[0], setup[3]), [0.0, 0.70710677, 0.95], rtol=1e-6)
 
 

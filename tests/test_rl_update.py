@@ -87,3 +87,15 @@ def test_update_changes_policy_not_reference(tiny):
     assert np.corrcoef(gain.reshape(-1), adv.reshape(-1))[0, 1] > 0.5
     leaf = jax.tree.leaves(new_params)[0]
     assert leaf.sharding == jax.tree.leaves(shardings)[0]
+
+
+def test_response_logprobs_match_full_forward(tiny):
+    mesh, cfg, params = tiny
+    tokens = np.random.default_rng(1).integers(1, 64, size=(8, 7)).astype(np.int32)
+    mask = np.ones_like(tokens)
+    mask[:, :2] = 0
+    logp, entropy = srpo.response_logprobs(params, cfg, tokens, mask, 3)
+    full = jax.nn.log_softmax(model_api.forward(params, cfg, tokens, mask), axis=-1)
+    expect = np.take_along_axis(np.asarray(full[:, 3:6]), tokens[:, 4:7, None], axis=-1)[..., 0]
+    np.testing.assert_allclose(np.asarray(logp), expect, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(entropy) > 0)

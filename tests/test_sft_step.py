@@ -104,7 +104,7 @@ def test_gradient_accumulation_equals_full_batch():
     p4, l4, _ = _run_steps(config, tiny_inputs(config, jax.devices()[:1]), host, n=1)
     assert l1[0] == pytest.approx(l4[0], rel=1e-5)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)  # Adam amplifies float-order noise in tiny grads
 
 
 def test_bfloat16_compute_trains():

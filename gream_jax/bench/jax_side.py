@@ -188,7 +188,7 @@ def forward_logits(checkpoint: str, preset, tokens: np.ndarray) -> np.ndarray:
     mesh = make_mesh()
     params = load_params(checkpoint, model_cfg, mesh)
     t = jnp.asarray(tokens.astype(np.int32))
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), jax.default_matmul_precision("highest"):
         return np.asarray(jax.jit(lambda p, t: api.forward(p, model_cfg, t, jnp.ones_like(t)))(params, t))
 
 

@@ -58,11 +58,16 @@ def time_calls(step: Callable[[], object], steps: int, warmup: int,
     return Timing(first, warm, times)
 
 
-def environment() -> dict:
-    """Versions, threads and devices, recorded next to every result."""
+def environment(with_jax: bool = True, with_torch: bool = True) -> dict:
+    """Versions, threads and devices, recorded next to every result.
+
+    Each worker records only its own framework: asking JAX for its devices inside the PyTorch
+    process would make JAX grab most of the accelerator's memory."""
     env = {"python": sys.version.split()[0], "platform": platform.platform(),
            "cpu_count": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     try:
+        if not with_jax:
+            raise ImportError("skipped")
         import jax
         import jaxlib
         env.update(jax=jax.__version__, jaxlib=jaxlib.__version__,
@@ -72,8 +77,11 @@ def environment() -> dict:
         import optax
         env.update(flax=flax.__version__, optax=optax.__version__)
     except Exception as e:  # recorded, never fatal: the environment is a description
-        env["jax_error"] = repr(e)
+        if with_jax:
+            env["jax_error"] = repr(e)
     try:
+        if not with_torch:
+            raise ImportError("skipped")
         import torch
         import transformers
         env.update(torch=torch.__version__, transformers=transformers.__version__,
@@ -81,7 +89,8 @@ def environment() -> dict:
                    torch_cuda=torch.cuda.is_available(),
                    torch_device=(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"))
     except Exception as e:
-        env["torch_error"] = repr(e)
+        if with_torch:
+            env["torch_error"] = repr(e)
     for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES"):
         if os.environ.get(var):
             env[var] = os.environ[var]

@@ -9,7 +9,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.max_minutes = 0.0           # > 0: stop early after this wall time (the schedule still spans `steps`)
     c.batch_size = 64             # packed rows per update (global, all devices)
     c.grad_accum = 1              # micro-batches per update; batch_size must divide by it
-    c.seq_len = 128               # packed row length in tokens
+    c.seq_len = 128               # packed row length in tokens (alignment stream)
+    # Reasoning chains are long: their stream has its own row length and rows per update (a second
+    # compiled shape); the defaults keep the tokens per update close to the alignment stream's.
+    c.reasoning_seq_len = 512
+    c.reasoning_batch_size = 16
     c.lr = 2e-3
     c.warmup_steps = 100
     c.end_lr_factor = 0.05        # cosine decays to lr * end_lr_factor
@@ -24,17 +28,15 @@ def defaults() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.eval_every = 250            # validation on the VALID split (0 = only at the end)
     c.eval_users = 0              # 0 = all validation users; >0 = a fixed, seeded subset
-    c.eval_beam = 20
-    c.eval_topk = 10
-    c.eval_batch = 256
+    # Validation decodes with config.eval's beam_size / top_k (the eval stage's own settings).
     return c
 
 
 def validate(config) -> None:
     from gream_jax.config_defaults.base import ConfigError
     t = config.train
-    for name in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "keep_checkpoints",
-                 "eval_beam", "eval_topk", "eval_batch"):
+    for name in ("steps", "batch_size", "grad_accum", "seq_len", "reasoning_seq_len", "reasoning_batch_size",
+                 "log_every", "keep_checkpoints"):
         if int(t[name]) < 1:
             raise ConfigError(f"config.train.{name}={t[name]}: must be >= 1")
     for name in ("checkpoint_every", "eval_every", "eval_users", "warmup_steps"):
@@ -43,14 +45,15 @@ def validate(config) -> None:
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"config.train.batch_size={t.batch_size}: must be divisible by "
                           f"config.train.grad_accum={t.grad_accum}")
+    if t.reasoning_batch_size % t.grad_accum:
+        raise ConfigError(f"config.train.reasoning_batch_size={t.reasoning_batch_size}: must be divisible "
+                          f"by config.train.grad_accum={t.grad_accum}")
     if t.lr <= 0:
         raise ConfigError(f"config.train.lr={t.lr}: must be > 0")
     if t.warmup_steps >= t.steps:
         raise ConfigError(f"config.train.warmup_steps={t.warmup_steps}: must be < config.train.steps={t.steps}")
     if t.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
-    if t.eval_topk > t.eval_beam:
-        raise ConfigError(f"config.train.eval_topk={t.eval_topk}: must be <= config.train.eval_beam={t.eval_beam}")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
     if t.max_minutes < 0:

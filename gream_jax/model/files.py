@@ -17,15 +17,31 @@ import jax
 import numpy as np
 
 
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
 @contextlib.contextmanager
 def atomic_directory(out_dir: str) -> Iterator[str]:
-    """Yields a temporary directory; on success it replaces `out_dir` atomically."""
+    """Yields a temporary directory; on success it replaces `out_dir` atomically.
+
+    The temporary name is deterministic so that every process of a multi-host job writes into
+    the same directory (orbax saves collectively); process 0 alone creates and renames it."""
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp")
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp")
+    if jax.process_index() == 0:
+        os.makedirs(parent, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    _barrier(f"atomic_directory:start:{out_dir}")
     try:
         yield tmp
+        _barrier(f"atomic_directory:written:{out_dir}")
+        if jax.process_index() != 0:
+            return
         old = None
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.", suffix=".old")

@@ -47,8 +47,6 @@ def export_hf(params: dict, model_cfg: ModelConfig, tokenizer, out_dir: str, dty
         raise ValueError(f"export_hf: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                          f"{model_cfg.vocab_size} embedding rows; call resize_vocab first")
     tensors = list(hf_state_dict(params, model_cfg, dtype))
-    if jax.process_index() != 0:
-        return out_dir
     shards, current, size = [], {}, 0
     for name, t in tensors:
         if current and size + t.nbytes > max_shard_bytes:
@@ -64,23 +62,29 @@ def export_hf(params: dict, model_cfg: ModelConfig, tokenizer, out_dir: str, dty
         hf_config["eos_token_id"] = tokenizer.eos_id
         hf_config["pad_token_id"] = tokenizer.pad_id
     with atomic_directory(out_dir) as tmp:
-        if len(shards) == 1:
-            safetensors.numpy.save_file(shards[0], os.path.join(tmp, "model.safetensors"),
-                                        metadata={"format": "pt"})
-        else:
-            weight_map = {}
-            for i, shard in enumerate(shards):
-                file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-                safetensors.numpy.save_file(shard, os.path.join(tmp, file), metadata={"format": "pt"})
-                weight_map.update({name: file for name in shard})
-            with open(os.path.join(tmp, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
-                json.dump({"metadata": {"total_size": sum(t.nbytes for _, t in tensors)},
-                           "weight_map": weight_map}, f, indent=2)
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hf_config, f, indent=2)
-        with open(os.path.join(tmp, "generation_config.json"), "w", encoding="utf-8") as f:
-            json.dump({"eos_token_id": hf_config["eos_token_id"],
-                       "pad_token_id": hf_config["pad_token_id"]}, f, indent=2)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
+        if jax.process_index() == 0:
+            _write_files(tmp, shards, tensors, hf_config, tokenizer)
     return out_dir
+
+
+def _write_files(tmp: str, shards, tensors, hf_config, tokenizer) -> None:
+    """safetensors shards (+ index when several), config files and tokenizer into `tmp`."""
+    if len(shards) == 1:
+        safetensors.numpy.save_file(shards[0], os.path.join(tmp, "model.safetensors"),
+                                    metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            safetensors.numpy.save_file(shard, os.path.join(tmp, file), metadata={"format": "pt"})
+            weight_map.update({name: file for name in shard})
+        with open(os.path.join(tmp, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+            json.dump({"metadata": {"total_size": sum(t.nbytes for _, t in tensors)},
+                       "weight_map": weight_map}, f, indent=2)
+    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(hf_config, f, indent=2)
+    with open(os.path.join(tmp, "generation_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"eos_token_id": hf_config["eos_token_id"],
+                   "pad_token_id": hf_config["pad_token_id"]}, f, indent=2)
+    if tokenizer is not None:
+        tokenizer.save(tmp)

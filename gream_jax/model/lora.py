@@ -75,19 +75,25 @@ def _merge_projection(node: dict, scale: float) -> dict:
     return merged
 
 
+def _merge_tree(node, scale: float):
+    if isinstance(node, dict):
+        if "lora_a" in node:
+            return _merge_projection(node, scale)
+        return {k: _merge_tree(v, scale) for k, v in node.items()}
+    return node
+
+
+def _without_lora(node):
+    if isinstance(node, dict):
+        return {k: _without_lora(v) for k, v in node.items() if k not in LORA_LEAVES}
+    return node
+
+
 def merge_lora(params: dict, model_cfg: ModelConfig) -> tuple[dict, ModelConfig]:
-    """Folds adapters into kernels: kernel + (alpha / r) * A @ B. Shardings follow the kernels."""
+    """Folds adapters into kernels: kernel + (alpha / r) * A @ B (one jitted call); every merged
+    weight keeps the sharding of the kernel it replaces."""
     if not model_cfg.lora_rank:
         return params, model_cfg
-    scale = model_cfg.lora_scale
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "lora_a" in node:
-                return jax.jit(_merge_projection, static_argnums=1,
-                               out_shardings={k: getattr(v, "sharding", None) for k, v in node.items()
-                                              if k not in LORA_LEAVES})(node, scale)
-            return {k: walk(v) for k, v in node.items()}
-        return node
-
-    return walk(params), model_cfg.replace(lora_rank=0)
+    shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), _without_lora(params))
+    merged = jax.jit(_merge_tree, static_argnums=1, out_shardings=shardings)(params, model_cfg.lora_scale)
+    return merged, model_cfg.replace(lora_rank=0)

@@ -25,7 +25,8 @@ BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets")
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=float(train_cfg.lr), warmup_steps=int(train_cfg.warmup_steps),
+        # Starts at lr / (warmup + 1), not 0, so the first update is not wasted.
+        init_value=float(train_cfg.lr) / (int(train_cfg.warmup_steps) + 1), peak_value=float(train_cfg.lr), warmup_steps=int(train_cfg.warmup_steps),
         decay_steps=int(train_cfg.steps), end_value=float(train_cfg.lr) * float(train_cfg.end_lr_factor))
 
 

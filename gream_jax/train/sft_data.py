@@ -48,6 +48,7 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
     t, tr = config.tasks, config.train
     table = item_token_ids(tokenizer, semantic_ids)
     bos, seq_len, seed = bos_id(tokenizer), int(tr.seq_len), int(config.seed)
+    reasoning_len = int(tr.reasoning_seq_len)
     window = int(config.data.max_history) + 1
     attrs = all_item_attributes(items)
     builder = AlignmentBuilder(split, semantic_ids, items, attrs, int(config.data.max_history),
@@ -80,19 +81,20 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
         exs = build_reasoning_examples(split, semantic_ids, items, attrs, int(t.reasoning_examples),
                                        int(config.data.max_history), int(t.reasoning_min_history),
                                        float(t.recency_decay), rng)
-        out = tokenize_chat(tokenizer, exs, seq_len, st)
+        out = tokenize_chat(tokenizer, exs, reasoning_len, st)
         if epoch == 0:
             stats["reasoning"] = dataclasses.asdict(st)
         if not out:
             raise EmptyTrainingSet(
                 f"SFT reasoning stream is empty: no training target at position >= "
-                f"{t.reasoning_min_history} fits config.train.seq_len={seq_len}; set "
-                f"config.tasks.reasoning_ratio=0 or raise seq_len")
+                f"{t.reasoning_min_history} fits config.train.reasoning_seq_len={reasoning_len}; set "
+                f"config.tasks.reasoning_ratio=0 or raise it")
         return out
 
     rows = int(tr.batch_size)
     align = PackedStream("alignment", alignment_epoch, rows, seq_len, int(tokenizer.pad_id), seed)
     reason = None
     if float(t.reasoning_ratio) > 0 and int(t.reasoning_examples) != 0:
-        reason = PackedStream("reasoning", reasoning_epoch, rows, seq_len, int(tokenizer.pad_id), seed + 1)
+        reason = PackedStream("reasoning", reasoning_epoch, int(tr.reasoning_batch_size), reasoning_len,
+                              int(tokenizer.pad_id), seed + 1)
     return SftStreams(align, reason, stats)

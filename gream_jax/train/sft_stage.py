@@ -158,7 +158,8 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
         improved = best is None or figures[METRIC] > best
         if improved:
             best, best_step = figures[METRIC], step
-            ckpt.save_best(step, state, current_meta(step))
+            if ckpt.best_step() != step:
+                ckpt.save_best(step, state, current_meta(step))
         logging.info("[sft] step %d valid %s (%.1fs)%s", step, {k: round(v, 4) for k, v in figures.items()},
                      time.perf_counter() - tv, " *best*" if improved else "")
         writer.scalars(step, {f"valid/{k}": v for k, v in figures.items()})
@@ -201,7 +202,8 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     if last_eval is None or last_eval[0] != final_step:
         figures = validate(final_step)
         rows.append({"step": final_step, **{f"valid/{k}": v for k, v in figures.items()}})
-    ckpt.save(final_step, state, current_meta(final_step), force=True)
+    if ckpt.latest_step() != final_step:
+        ckpt.save(final_step, state, current_meta(final_step), force=True)
     write_jsonl(metrics_path, rows)
     ckpt.wait()
     train_s = elapsed_before + time.perf_counter() - run_start
@@ -209,7 +211,7 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     best_state, best_meta = ckpt.restore(state, best=True)
     valid = validator.evaluate(best_state["params"], split, "valid")
     test = validator.evaluate(best_state["params"], split, "test") if evaluate_test else {}
-    summary = {"steps": final_step, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+    summary = {"steps": final_step, "resumed_from": start_step or None, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
                "best_step": best_meta["step"], "valid": valid, "test": test,
                "reasoning_share": reasoning_steps / max(final_step, 1),
                "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows if "tokens_per_s" in r] or [0])),

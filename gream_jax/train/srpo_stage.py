@@ -123,6 +123,7 @@ class SrpoTrainer:
         m = {"reward_mean": float(rewards.mean()), "exact_hit_rate": float(np.concatenate(seen["hits"]).mean()),
              "well_formed_rate": float(np.concatenate(seen["well_formed"]).mean()),
              "zero_variance_share": stats["zero_variance_share"], "groups_kept": stats["groups_kept"],
+             "prompts_drawn": stats["prompts_drawn"],
              "resample_rounds": stats["rounds"], "rollout_tokens_per_s": seen["tokens"] / max(t_roll, 1e-9)}
         self.step += 1
         if not batch:   # every drawn group was uninformative: nothing to learn from this step

@@ -148,7 +148,7 @@ def _build_array(reader, rule: TensorRule, files: list[str], names: list[str], h
 
 def load_hf_checkpoint(path: str, mesh: Mesh, rules=None, vocab_pad_multiple: int = 1,
                        rng: jax.Array | None = None, **overrides) -> tuple[ModelConfig, dict[str, Any]]:
-    """Loads `path` (config.json + safetensors) into sharded params.
+    """Loads `path` (config.json + safetensors) into sharded params -> (model_cfg, params).
 
     overrides: ModelConfig fields to set (param_dtype, dtype, remat, scan_layers, attention,
     lora_rank, lora_alpha, lora_targets, sharding_rules). The vocabulary is padded with zero
@@ -156,10 +156,15 @@ def load_hf_checkpoint(path: str, mesh: Mesh, rules=None, vocab_pad_multiple: in
     initialised from `rng` with B = 0, so the loaded model computes the checkpoint exactly.
     """
     cfg = read_hf_config(path, **overrides)
-    file_rows = cfg.vocab_size
-    padded = -(-cfg.vocab_size // vocab_pad_multiple) * vocab_pad_multiple
-    if padded != cfg.vocab_size:
-        cfg = cfg.replace(vocab_size=padded)
+    cfg = cfg.replace(vocab_size=-(-cfg.vocab_size // vocab_pad_multiple) * vocab_pad_multiple)
+    return cfg, load_hf_params(path, cfg, mesh, rules, rng)
+
+
+def load_hf_params(path: str, model_cfg: ModelConfig, mesh: Mesh, rules=None,
+                   rng: jax.Array | None = None) -> dict[str, Any]:
+    """Loads the safetensors weights of `path` into params for `model_cfg` (whose architecture
+    must match the files; the vocabulary may be padded beyond the file's rows)."""
+    cfg = model_cfg
     names_to_files = weight_map(path)
     shapes = api.param_shapes(cfg)
     shardings = api.param_shardings(cfg, mesh, rules)
@@ -167,8 +172,18 @@ def load_hf_checkpoint(path: str, mesh: Mesh, rules=None, vocab_pad_multiple: in
     used = set()
     with contextlib.ExitStack() as stack:
         reader = _Reader(stack)
+        embed = "model.embed_tokens.weight"
+        if embed not in names_to_files:
+            raise CheckpointError(f"{path}: tensor {embed!r} is missing from every safetensors file")
+        file_rows = reader.shape_dtype(names_to_files[embed], embed)[0][0]
+        if file_rows > cfg.vocab_size:
+            raise CheckpointError(f"{names_to_files[embed]}: tensor {embed!r} has {file_rows} rows but the "
+                                  f"model config has vocab_size={cfg.vocab_size}")
         for rule in tensor_rules(cfg):
             names = rule.names(cfg.num_layers)
+            hf_rows = list(rule.hf_shape)
+            if rule.pad_dim is not None:
+                hf_rows[rule.pad_dim] = file_rows
             files = []
             for name in names:
                 if name not in names_to_files:
@@ -176,17 +191,12 @@ def load_hf_checkpoint(path: str, mesh: Mesh, rules=None, vocab_pad_multiple: in
                                           f"(needed for parameter {'/'.join(rule.param_path)})")
                 file = names_to_files[name]
                 got, _ = reader.shape_dtype(file, name)
-                want = list(rule.hf_shape)
-                if rule.pad_dim is not None:
-                    want[rule.pad_dim] = file_rows
-                if tuple(got) != tuple(want):
+                if tuple(got) != tuple(hf_rows):
                     raise CheckpointError(f"{file}: tensor {name!r} has shape {tuple(got)}, expected "
-                                          f"{tuple(want)} from {path}/config.json")
+                                          f"{tuple(hf_rows)} for a model with {cfg.architecture} config "
+                                          f"(see {path}/config.json)")
                 files.append(file)
                 used.add(name)
-            hf_rows = list(rule.hf_shape)
-            if rule.pad_dim is not None:
-                hf_rows[rule.pad_dim] = file_rows
             leaf = _get(shapes, rule.param_path)
             set_path(params, rule.param_path, _build_array(
                 reader, rule, files, names, hf_rows, leaf.shape, leaf.dtype,
@@ -199,7 +209,7 @@ def load_hf_checkpoint(path: str, mesh: Mesh, rules=None, vocab_pad_multiple: in
                               f"({len(unexpected)} unexpected in total) for a {cfg.architecture} model")
     if cfg.lora_rank:
         init_lora_leaves(params, shapes, shardings, rng if rng is not None else jax.random.PRNGKey(0))
-    return cfg, params
+    return params
 
 
 def _get(tree, path):
