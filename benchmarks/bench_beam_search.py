@@ -36,7 +36,8 @@ def parse_args():
     p.add_argument("--beams", default="10,20")
     p.add_argument("--top_k", type=int, default=10)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the machine has 2 cores)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over the users for JAX (best kept)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed passes over the users for each implementation (best kept; JAX compiles first)")
     p.add_argument("--tie_tol", type=float, default=2e-3)
     p.add_argument("--init_range", type=float, default=0.15,
                    help="random model's init std (peaky enough that ties are rare)")
@@ -129,7 +130,7 @@ def run_jax(model_cfg, params, prompts, dev_trie, beam, k, batch, pad, repeats):
     return items, scores, len(prompts) / best, compile_s
 
 
-def run_torch(hf_dir, prompts, codes, lengths, table, beam, k, batch, eos, pad, threads):
+def run_torch(hf_dir, prompts, codes, lengths, table, beam, k, batch, eos, pad, threads, repeats):
     import torch
     import transformers
     torch.set_num_threads(threads)
@@ -152,9 +153,18 @@ def run_torch(hf_dir, prompts, codes, lengths, table, beam, k, batch, eos, pad, 
             node = node.get(t, {})
         return list(node.keys()) or [eos]
 
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        items, scores = _generate_all(model, prompts, allowed, leaf_item, width, depth, beam, k, batch, eos, pad)
+        best = min(best, time.perf_counter() - t0)
+    return items, scores, len(prompts) / best
+
+
+def _generate_all(model, prompts, allowed, leaf_item, width, depth, beam, k, batch, eos, pad):
+    import torch
     items = np.full((len(prompts), k), -1, np.int64)
     scores = np.full((len(prompts), k), -np.inf)
-    t0 = time.perf_counter()
     for lo in range(0, len(prompts), batch):
         chunk = prompts[lo:lo + batch]
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -174,8 +184,7 @@ def run_torch(hf_dir, prompts, codes, lengths, table, beam, k, batch, eos, pad, 
             for j in range(k):
                 items[lo + r, j] = leaf_item.get(tuple(int(t) for t in seqs[r, j, :depth]), -1)
                 scores[lo + r, j] = sc[r, j]
-    rate = len(prompts) / (time.perf_counter() - t0)
-    return items, scores, rate
+    return items, scores
 
 
 def same_up_to_ties(ia, sa, ib, sb, tol) -> bool:
@@ -209,7 +218,7 @@ def main():
         j_items, j_scores, j_rate, compile_s = run_jax(model_cfg, params, prompts, dev_trie, beam, args.top_k,
                                                        args.batch, pad, args.repeats)
         t_items, t_scores, t_rate = run_torch(hf_dir, prompts, codes, lengths, table, beam, args.top_k,
-                                              args.batch, eos, pad, args.threads)
+                                              args.batch, eos, pad, args.threads, args.repeats)
         exact = float(np.mean([(a == b).all() for a, b in zip(j_items, t_items)]))
         ties = float(np.mean([same_up_to_ties(j_items[u], j_scores[u], t_items[u], t_scores[u], args.tie_tol)
                               for u in range(len(prompts))]))

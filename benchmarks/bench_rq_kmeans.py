@@ -63,8 +63,8 @@ def size_range(codes, ks):
     return f"{min(s.min() for s in sizes)}..{max(s.max() for s in sizes)}"
 
 
-def run_ours(x, ks, iters, balanced, seed):
-    opts = rq_kmeans.KMeansOptions(codes_per_level=tuple(ks), iters=iters, balanced=balanced)
+def run_ours(x, ks, iters, balanced, seed, tol):
+    opts = rq_kmeans.KMeansOptions(codes_per_level=tuple(ks), iters=iters, balanced=balanced, tol=tol)
     t = time.perf_counter()
     res = rq_kmeans.fit_rq_kmeans(x, opts, seed)
     cold = time.perf_counter() - t
@@ -76,7 +76,7 @@ def run_ours(x, ks, iters, balanced, seed):
             "iters": res.lloyd_iters.tolist()}
 
 
-def run_host(x, ks, iters, seed, constrained: bool):
+def run_host(x, ks, iters, seed, constrained: bool, tol):
     residual = x.copy()
     codes, n_iter = [], []
     t = time.perf_counter()
@@ -85,10 +85,10 @@ def run_host(x, ks, iters, seed, constrained: bool):
             from k_means_constrained import KMeansConstrained
             n = len(x)
             km = KMeansConstrained(n_clusters=k, size_min=n // k, size_max=-(-n // k), n_init=1,
-                                   max_iter=iters, tol=0.0, random_state=seed + level, n_jobs=1)
+                                   max_iter=iters, tol=tol, random_state=seed + level, n_jobs=1)
         else:
             from sklearn.cluster import KMeans
-            km = KMeans(n_clusters=k, n_init=1, max_iter=iters, tol=0.0, random_state=seed + level)
+            km = KMeans(n_clusters=k, n_init=1, max_iter=iters, tol=tol, random_state=seed + level)
         labels = km.fit_predict(residual)
         residual = residual - km.cluster_centers_[labels].astype(np.float32)
         codes.append(labels)
@@ -99,10 +99,10 @@ def run_host(x, ks, iters, seed, constrained: bool):
             "sizes": size_range(codes, ks), "iters": n_iter}
 
 
-def bench(name, x, ks, iters, kmc_max_rows, seed=0, skip_kmc=False):
+def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, skip_kmc=False):
     rows = []
-    ours = run_ours(x, ks, iters, False, seed)
-    sk = run_host(x, ks, iters, seed, constrained=False)
+    ours = run_ours(x, ks, iters, False, seed, tol)
+    sk = run_host(x, ks, iters, seed, constrained=False, tol=tol)
     rows.append((f"{name} {x.shape[0]}x{x.shape[1]}, {len(ks)}x{ks[0]}", "plain", "scikit-learn KMeans",
                  sk, ours))
     print(rows[-1], flush=True)
@@ -114,15 +114,15 @@ def bench(name, x, ks, iters, kmc_max_rows, seed=0, skip_kmc=False):
         idx = np.random.default_rng(seed).choice(x.shape[0], kmc_max_rows, replace=False)
         xb = x[np.sort(idx)]
         note = f" (subsample {kmc_max_rows} of {x.shape[0]})"
-    ours_b = run_ours(xb, ks, iters, True, seed)
-    kmc = run_host(xb, ks, iters, seed, constrained=True)
+    ours_b = run_ours(xb, ks, iters, True, seed, tol)
+    kmc = run_host(xb, ks, iters, seed, constrained=True, tol=tol)
     rows.append((f"{name} {xb.shape[0]}x{x.shape[1]}, {len(ks)}x{ks[0]}{note}", "balanced",
                  "k-means-constrained", kmc, ours_b))
     print(rows[-1], flush=True)
     return rows
 
 
-def table(rows, iters):
+def table(rows, iters, tol):
     out = ["| data | mode | baseline | baseline time (s) | ours cold / warm (s) | speed-up cold / warm "
            "| baseline MSE | ours MSE | MSE change | sizes baseline / ours | Lloyd iters baseline / ours |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -132,7 +132,7 @@ def table(rows, iters):
                    f"{base['wall_s'] / ours['warm_s']:.1f}x | {base['mse']:.5f} | {ours['mse']:.5f} | "
                    f"{100 * (ours['mse'] / base['mse'] - 1):+.2f}% | {base['sizes']} / {ours['sizes']} | "
                    f"{base['iters']} / {ours['iters']} |")
-    out.append(f"\nmax Lloyd iterations per level: {iters}; machine: {platform.processor() or platform.machine()}, "
+    out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); machine: {platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     return "\n".join(out)
 
@@ -143,6 +143,7 @@ def main():
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--codes", type=int, nargs="+", default=[32, 256], help="codes per level (one run each)")
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--tol", type=float, default=1e-4, help="relative center-shift tolerance, all methods")
     p.add_argument("--synthetic_rows", type=int, default=200_000)
     p.add_argument("--synthetic_codes", type=int, default=256)
     p.add_argument("--kmc_max_rows", type=int, default=10_000)
@@ -153,11 +154,11 @@ def main():
     if args.only in ("ml100k", "all"):
         x = ml100k_embeddings(args.cache)
         for k in args.codes:
-            rows += bench("ML-100k MiniLM", x, [k] * args.levels, args.iters, args.kmc_max_rows)
+            rows += bench("ML-100k MiniLM", x, [k] * args.levels, args.iters, args.kmc_max_rows, args.tol)
     if args.only in ("synthetic", "all"):
         x = synthetic(args.synthetic_rows, 384)
-        rows += bench("synthetic", x, [args.synthetic_codes] * args.levels, args.iters, args.kmc_max_rows)
-    text = table(rows, args.iters)
+        rows += bench("synthetic", x, [args.synthetic_codes] * args.levels, args.iters, args.kmc_max_rows, args.tol)
+    text = table(rows, args.iters, args.tol)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

@@ -34,6 +34,9 @@ IMPL_PARTS = {"jax": ("train", "generate", "beam"), "torch_eager": ("train", "ge
               "torch_compile": ("train",)}
 
 
+_START = time.perf_counter()
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gream_jax.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +59,8 @@ def parse_args(argv=None):
                    "cudnn on GPU with bfloat16, else xla)")
     p.add_argument("--remat", default="", help="gream_jax remat policy: none|full|dots|dots_no_batch")
     p.add_argument("--no_scan", action="store_true", help="gream_jax: unroll the layer loop")
+    p.add_argument("--fallbacks", default="", help="gream_jax train: ';'-separated attention:remat "
+                   "settings tried in turn if the first fails, e.g. 'cudnn:full;xla:full'")
     p.add_argument("--no_logit_check", action="store_true",
                    help="skip the float32 same-weights logit comparison")
     p.add_argument("--peak_tflops", type=float, help="peak dense TFLOP/s per device for MFU "
@@ -64,6 +69,8 @@ def parse_args(argv=None):
                    "of writing random weights (must match the preset's shapes)")
     p.add_argument("--out_dir", default="runs/bench")
     p.add_argument("--timeout_s", type=float, default=3600.0, help="per-implementation process limit")
+    p.add_argument("--deadline_s", type=float, default=0.0,
+                   help="wall-clock budget for the whole run; each worker gets what is left (0 = none)")
     p.add_argument("--budget_s", type=float, default=0.0,
                    help="stop a part's timed loop after this many seconds (>= 3 calls); 0 = no limit")
     p.add_argument("--seed", type=int, default=0)
@@ -81,16 +88,20 @@ def _worker_env() -> dict:
 
 def run_worker(impl: str, parts: list[str], preset, checkpoint: str, work: str, args) -> dict:
     """Runs one implementation's worker process; returns {part: result}, timeouts included."""
-    result = os.path.join(work, f"{impl}.json")
+    result = os.path.join(work, f"{impl}_{'_'.join(parts)}.json")
     cmd = [sys.executable, "-m", "gream_jax.bench.worker", f"--impl={impl}", f"--parts={','.join(parts)}",
            f"--preset_json={preset_to_json(preset)}", f"--checkpoint={checkpoint}", f"--result={result}",
-           f"--attention={args.attention}", f"--remat={args.remat}", f"--budget_s={args.budget_s}"]
+           f"--attention={args.attention}", f"--remat={args.remat}", f"--budget_s={args.budget_s}",
+           f"--fallbacks={args.fallbacks}", f"--seed={args.seed}"]
     if args.no_scan:
         cmd.append("--no_scan")
     print(f"[bench] {impl}: {','.join(parts)}", flush=True)
     t0 = time.perf_counter()
+    timeout = args.timeout_s
+    if args.deadline_s:
+        timeout = min(timeout, max(args.deadline_s - (time.perf_counter() - _START), 1.0))
     try:
-        proc = subprocess.run(cmd, env=_worker_env(), timeout=args.timeout_s)
+        proc = subprocess.run(cmd, env=_worker_env(), timeout=timeout)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
@@ -113,6 +124,8 @@ def logit_difference(results: dict) -> float | None:
 
 
 def main(argv=None) -> dict:
+    global _START
+    _START = time.perf_counter()
     args = parse_args(argv)
     preset = presets_lib.get_preset(
         args.preset, dtype=args.dtype, batch=args.batch, seq=args.seq, gen_batch=args.gen_batch,
@@ -130,38 +143,47 @@ def main(argv=None) -> dict:
     work = tempfile.mkdtemp(prefix="gream_bench_")
     checkpoint = args.checkpoint
     if not checkpoint:
-        from gream_jax.bench import torch_side
+        # In a worker too, so that this process never holds accelerator memory.
         checkpoint = os.path.join(work, "checkpoint")
-        t0 = time.perf_counter()
-        torch_side.write_checkpoint(preset.shape, checkpoint, args.seed)
-        print(f"[bench] random Qwen3 checkpoint ({preset.name}) written in "
-              f"{time.perf_counter() - t0:.1f} s: {checkpoint}", flush=True)
-    results = {}
+        made = run_worker("torch_eager", ["checkpoint"], preset, checkpoint, work, args)["checkpoint"]
+        if "error" in made:
+            raise SystemExit(f"[bench] could not write the random checkpoint: {made['error']}")
+        print(f"[bench] random Qwen3 checkpoint ({preset.name}) written in {made['seconds']:.1f} s: "
+              f"{checkpoint}", flush=True)
+    results, envs = {}, {}
+    summary = paths = None
     for impl in impls:
         todo = [p for p in parts if p in IMPL_PARTS[impl]]
         if not args.no_logit_check and impl in ("jax", "torch_eager"):
             todo.append("logits")
-        if todo:
-            results[impl] = run_worker(impl, todo, preset, checkpoint, work, args)
-    env = merged_environment(results)
-    summary = report.summarize(preset, results, env, args.peak_tflops)
-    diff = logit_difference(results)
-    if diff is not None:
-        summary["logit_max_abs_diff"] = diff
-    for impl in results:
-        results[impl].pop("logits", None)
-    paths = report.write_all(summary, args.out_dir, f"bench_{preset.name}")
+        if not todo:
+            continue
+        results[impl] = run_worker(impl, todo, preset, checkpoint, work, args)
+        envs[impl] = results[impl].pop("environment", None) or {}
+        # Written after every implementation, so a later crash or time limit loses nothing.
+        summary, paths = write_report(preset, results, envs, args)
+    if summary is None:
+        raise SystemExit("[bench] nothing to run: check --impls and --parts")
     print(report.markdown(summary), flush=True)
     print(f"[bench] wrote {paths['json']}, {paths['md']}, {paths['png']}", flush=True)
     return summary
 
 
-def merged_environment(results: dict) -> dict:
+def write_report(preset, results: dict, envs: dict, args):
+    shown = {impl: {p: r for p, r in parts.items() if p != "logits"} for impl, parts in results.items()}
+    summary = report.summarize(preset, shown, merged_environment(envs), args.peak_tflops)
+    diff = logit_difference(results)
+    if diff is not None:
+        summary["logit_max_abs_diff"] = diff
+    return summary, report.write_all(summary, args.out_dir, f"bench_{preset.name}")
+
+
+def merged_environment(envs: dict) -> dict:
     """Each worker's environment (PyTorch's, then JAX's on top); this process never starts JAX."""
     from gream_jax.bench.timing import environment
     env = environment(with_jax=False, with_torch=False)
     for impl in ("torch_compile", "torch_eager", "jax"):
-        env.update(results.get(impl, {}).pop("environment", None) or {})
+        env.update(envs.get(impl) or {})
     return env
 
 

@@ -50,12 +50,12 @@ def load_params(checkpoint: str, model_cfg, mesh):
     return params
 
 
-def _train_config(preset):
-    import ml_collections
-    c = ml_collections.ConfigDict()
-    c.lr, c.warmup_steps, c.steps, c.end_lr_factor = 1e-5, 1, 10_000, 0.1
-    c.b1, c.b2, c.weight_decay, c.grad_clip = 0.9, 0.95, 0.0, 1.0
-    return c
+def _train_config():
+    """The optimizer fields `gream_jax.train.sft.make_optimizer` reads from `config.train`
+    (a plain namespace, so the benchmark does not need ml_collections on a bare GPU box)."""
+    import types
+    return types.SimpleNamespace(lr=1e-5, warmup_steps=1, steps=10_000, end_lr_factor=0.1,
+                                 b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0)
 
 
 def bench_train(checkpoint: str, preset, attention=None, remat=None, scan_layers=True,
@@ -67,7 +67,7 @@ def bench_train(checkpoint: str, preset, attention=None, remat=None, scan_layers
     mesh = make_mesh()
     rules = mesh_lib.DEFAULT_RULES
     params = load_params(checkpoint, model_cfg, mesh)
-    train_cfg = _train_config(preset)
+    train_cfg = _train_config()
     optimizer, schedule = sft.make_optimizer(train_cfg), sft.learning_rate_schedule(train_cfg)
 
     def apply_fn(p, tokens, attention_mask, positions, segment_ids):

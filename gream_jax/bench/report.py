@@ -123,7 +123,11 @@ def markdown(summary: dict) -> str:
 
 def bar_chart(summary: dict, path: str) -> None:
     """One panel per part; bars = throughput, labelled with the speed-up over PyTorch eager."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"[bench] matplotlib is not installed: no chart written to {path}", flush=True)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     res, sp = summary["results"], summary["speedups"]

@@ -34,7 +34,8 @@ def write_checkpoint(shape, directory: str, seed: int) -> None:
     import torch
     from transformers import Qwen3ForCausalLM
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(hf_config(shape)).to(torch.float32)
+    with torch.device(_device()):   # initialising 0.6B weights on the CPU alone takes a while
+        model = Qwen3ForCausalLM(hf_config(shape)).to(torch.float32)
     model.save_pretrained(directory, safe_serialization=True)
 
 

@@ -40,10 +40,8 @@ def _run_part(impl: str, part: str, args, preset: Preset) -> dict:
     budget = args.budget_s or None
     if impl == "jax":
         from gream_jax.bench import jax_side as side
-        kw = dict(attention=args.attention or None, budget_s=budget)
         if part == "train":
-            return side.bench_train(args.checkpoint, preset, remat=args.remat or None,
-                                    scan_layers=not args.no_scan, **kw)
+            return _jax_train_with_fallbacks(side, args, preset, budget)
         if part == "generate":
             return side.bench_generate(args.checkpoint, preset, budget_s=budget)
         if part == "beam":
@@ -53,6 +51,10 @@ def _run_part(impl: str, part: str, args, preset: Preset) -> dict:
     else:
         from gream_jax.bench import torch_side as side
         compiled = impl == "torch_compile"
+        if part == "checkpoint":
+            t0 = time.perf_counter()
+            side.write_checkpoint(preset.shape, args.checkpoint, args.seed)
+            return {"path": args.checkpoint, "seconds": time.perf_counter() - t0}
         if part == "train":
             return side.bench_train(args.checkpoint, preset, compiled=compiled, budget_s=budget)
         if compiled:
@@ -64,6 +66,37 @@ def _run_part(impl: str, part: str, args, preset: Preset) -> dict:
         if part == "logits":
             return {"path": _save_logits(args, side.forward_logits(args.checkpoint, CHECK_TOKENS))}
     raise ValueError(f"unknown part {part!r}")
+
+
+def _jax_train_with_fallbacks(side, args, preset, budget) -> dict:
+    """The requested (attention, remat) first; if it fails (cuDNN unavailable for this shape or
+    JAX version, out of memory), `--fallbacks` settings in turn, each failure recorded."""
+    tries = [(args.attention or None, args.remat or None)]
+    for item in [x for x in args.fallbacks.split(";") if x]:
+        attention, _, remat = item.partition(":")
+        tries.append((attention or None, remat or None))
+    failures = []
+    for attention, remat in tries:
+        try:
+            out = side.bench_train(args.checkpoint, preset, attention=attention, remat=remat,
+                                   scan_layers=not args.no_scan, budget_s=budget)
+        except Exception as e:
+            traceback.print_exc()
+            failures.append(f"attention={attention} remat={remat}: {type(e).__name__}: {str(e)[:300]}")
+            _release_jax_memory()
+            continue
+        if failures:
+            out["failed_settings"] = failures
+        return out
+    raise RuntimeError(" | ".join(failures))
+
+
+def _release_jax_memory() -> None:
+    import gc
+
+    import jax
+    gc.collect()
+    jax.clear_caches()
 
 
 def _save_logits(args, logits) -> str:
@@ -83,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--remat", default="")
     p.add_argument("--no_scan", action="store_true")
     p.add_argument("--budget_s", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fallbacks", default="",
+                   help="jax train: ';'-separated attention:remat settings tried if the first fails")
     args = p.parse_args(argv)
     preset = preset_from_json(args.preset_json)
     results = {}

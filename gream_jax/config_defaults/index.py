@@ -44,9 +44,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.balanced = True                # cluster sizes within [floor(n/K)-slack, ceil(n/K)+slack]
     c.balance_slack = 0
     c.kmeans_iters = 50              # max Lloyd iterations per level (stops when labels settle)
-    c.sinkhorn_iters = 10            # per Lloyd iteration, warm-started (balanced mode)
-    c.sinkhorn_epsilon = 0.05        # relative to the mean cost
+    c.sinkhorn_iters = 20            # per Lloyd iteration, warm-started (balanced mode)
+    c.sinkhorn_epsilon = 0.02        # relative to the mean cost
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
+    c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
     # --- collisions (gream_jax/index/collisions.py)
     c.collision = "item_token"       # one of COLLISION_SCHEMES
     return c
@@ -76,6 +77,8 @@ def validate(config) -> None:
     for name in ("review_sentences", "balance_slack", "sinkhorn_iters", "init_sample_per_code"):
         if int(c[name]) < 0:
             raise ConfigError(f"config.index.{name}={c[name]!r}: must be >= 0")
+    if c.kmeans_tol < 0:
+        raise ConfigError(f"config.index.kmeans_tol={c.kmeans_tol!r}: must be >= 0")
     if c.sinkhorn_epsilon <= 0:
         raise ConfigError(f"config.index.sinkhorn_epsilon={c.sinkhorn_epsilon!r}: must be > 0")
     if c.text_weight < 0 or c.collab_weight < 0 or c.text_weight + c.collab_weight == 0:

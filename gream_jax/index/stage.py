@@ -26,7 +26,7 @@ def kmeans_options(index_cfg) -> rq_kmeans.KMeansOptions:
         codes_per_level=tuple(int(k) for k in index_cfg.codes_per_level), iters=int(index_cfg.kmeans_iters),
         balanced=bool(index_cfg.balanced), balance_slack=int(index_cfg.balance_slack),
         sinkhorn_iters=int(index_cfg.sinkhorn_iters), sinkhorn_epsilon=float(index_cfg.sinkhorn_epsilon),
-        init_sample_per_code=int(index_cfg.init_sample_per_code))
+        init_sample_per_code=int(index_cfg.init_sample_per_code), tol=float(index_cfg.kmeans_tol))
 
 
 def build_semantic_ids(embeddings: np.ndarray, index_cfg, seed: int, mesh=None,
@@ -100,7 +100,6 @@ def run_index(config, workdir: str, devices=None) -> dict:
     report_lib.plot_utilisation(sids.codes, sids.lengths, sids.level_sizes, os.path.join(out_dir, "utilisation.png"))
     text = report_lib.format_report(report)
     print(text, flush=True)
-    logging.info("%s", text)
     writer = SummaryWriter(os.path.join(out_dir, "tb"))
     writer.scalars(0, {"index/collision_rate_before": report["collision_rate_before"],
                        "index/collision_rate_after": report["collision_rate_after"],

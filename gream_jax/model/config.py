@@ -137,6 +137,8 @@ def validate_model_config(c: ModelConfig) -> None:
         bad("remat", f"must be one of {REMAT_POLICIES}")
     if c.attention not in ATTENTION_IMPLEMENTATIONS:
         bad("attention", f"must be one of {ATTENTION_IMPLEMENTATIONS}")
+    if c.attention == "cudnn" and c.dtype not in ("bfloat16", "float16"):
+        bad("attention", f"cuDNN fused attention needs dtype bfloat16 or float16, not {c.dtype!r}")
     if c.rope_theta <= 0:
         bad("rope_theta", "must be positive")
     if c.rms_norm_eps <= 0:

@@ -101,8 +101,9 @@ def attend(q, k, v, mask, cfg: ModelConfig):
     """q [b,s,H,hd], k/v [b,t,K,hd], mask [b,1,s,t] bool (True = may attend) -> [b,s,H,hd]."""
     scale = 1.0 / math.sqrt(cfg.head_dim)
     if cfg.attention in ("xla", "cudnn"):
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                            implementation=cfg.attention)
+        # One-token decode steps gain nothing from the fused kernel: use XLA there.
+        impl = "xla" if q.shape[1] == 1 else cfg.attention
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=impl)
     b, s, H, hd = q.shape
     K = k.shape[2]
     qg = q.reshape(b, s, K, H // K, hd)

@@ -66,7 +66,7 @@ class SrpoTrainer:
 
     def __init__(self, config, model_cfg, params, tokenizer, sids, split, mesh, rules):
         from gream_jax.index.trie import build_trie
-        from gream_jax.train.sft_validation import sid_token_table
+        from gream_jax.model.tokenizer import sid_token_table
         from gream_jax.tasks.prompts import direct_prompt_ids, reasoning_prompt_ids
         rl = config.rl
         self.config, self.rl, self.model_cfg, self.tokenizer = config, rl, model_cfg, tokenizer

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One-shot GPU benchmark: gream_jax vs transformers + PyTorch (eager, torch.compile) on Qwen3-0.6B
+# shapes, one H100, about 6 minutes. Results (JSON, Markdown, PNG, logs) go to $OUT.
+#
+#   OUT=/path/to/results benchmarks/gpu_bench.sh
+#
+# Expects an environment that already has JAX with CUDA, flax, optax, PyTorch and transformers
+# (NOT the project venv); the repository is put on PYTHONPATH, nothing is installed unless a
+# needed module is missing (then one quiet `pip install` attempt, failure tolerated).
+# Workload (baselines.md): train batch 8 x 2,048 tokens, bfloat16 compute, float32 master weights,
+# AdamW, cuDNN attention; greedy generation batch 64, prompt 128, +128; constrained beam search
+# 64 users, beam 20, top-10 over 12,000 items with 3-token SIDs. Every implementation runs in its
+# own process with its own time limit, and every finished part is written at once, so one failure
+# or a time-out loses nothing else.
+#
+# CPU rehearsal of every code path (what was run before handing this over):
+#   GPU_BENCH_PRESET=tiny OUT=/tmp/gpu_bench_rehearsal benchmarks/gpu_bench.sh
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-${REPO}/runs/gpu_bench}"
+PRESET="${GPU_BENCH_PRESET:-qwen3_0p6b}"
+DEADLINE_S="${GPU_BENCH_DEADLINE_S:-350}"      # whole benchmark, checkpoint writing included
+IMPLS="${GPU_BENCH_IMPLS:-jax,torch_eager,torch_compile}"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}"
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+mkdir -p "${OUT}"
+START=$(date +%s)
+log() { echo "[gpu_bench +$(( $(date +%s) - START ))s] $*"; }
+
+log "repo ${REPO}, preset ${PRESET}, out ${OUT}"
+{ nvidia-smi || echo "no nvidia-smi"; } > "${OUT}/nvidia_smi.txt" 2>&1
+head -n 15 "${OUT}/nvidia_smi.txt"
+
+# Modules the benchmark path imports, with the pip name to try if one is missing.
+for pair in jax:jax flax:flax optax:optax torch:torch transformers:transformers \
+            safetensors:safetensors absl:absl-py matplotlib:matplotlib; do
+  mod="${pair%%:*}"; pkg="${pair#*:}"
+  if ! "${PY}" -c "import ${mod}" >/dev/null 2>&1; then
+    log "module ${mod} missing: trying pip install ${pkg}"
+    timeout 90 "${PY}" -m pip install -q "${pkg}" >/dev/null 2>&1 || log "could not install ${pkg} (continuing)"
+  fi
+done
+
+"${PY}" - <<'PYEOF' 2>&1 | tee "${OUT}/versions.txt"
+import importlib
+for m in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "safetensors", "numpy", "matplotlib"):
+    try:
+        print(m, importlib.import_module(m).__version__)
+    except Exception as e:
+        print(m, "MISSING", type(e).__name__, e)
+try:
+    import torch
+    print("torch cuda", torch.cuda.is_available(), torch.version.cuda)
+except Exception as e:
+    print("torch cuda check failed", e)
+PYEOF
+
+if [[ "${PRESET}" == "qwen3_0p6b" ]]; then
+  FLAGS=(--preset=qwen3_0p6b --dtype=bfloat16 --attention=cudnn)
+else   # CPU rehearsal: same flags and code paths (cuDNN then fails and the fallbacks run)
+  FLAGS=(--preset="${PRESET}" --dtype=bfloat16 --attention=cudnn)
+fi
+
+log "benchmark: ${IMPLS}"
+"${PY}" -m gream_jax.bench "${FLAGS[@]}" --impls="${IMPLS}" --parts=train,generate,beam \
+  --fallbacks="cudnn:full;xla:full" --budget_s=25 --no_logit_check --deadline_s="${DEADLINE_S}" --timeout_s=240 \
+  --out_dir="${OUT}" 2>&1 | tee "${OUT}/bench.log"
+rc=${PIPESTATUS[0]}
+log "benchmark exit code ${rc}"
+
+ls -la "${OUT}"
+if ls "${OUT}"/bench_*.md >/dev/null 2>&1; then
+  log "results table:"; cat "${OUT}"/bench_*.md
+else
+  log "no results table was written; see ${OUT}/bench.log"
+fi
+log "done"
+exit "${rc}"
