@@ -99,23 +99,24 @@ def run_host(x, ks, iters, seed, constrained: bool, tol):
             "sizes": size_range(codes, ks), "iters": n_iter}
 
 
-def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, skip_kmc=False):
+NO_BASELINE = {"wall_s": float("nan"), "mse": float("nan"), "sizes": "-", "iters": "-"}
+
+
+def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, ours_only=False):
     rows = []
     ours = run_ours(x, ks, iters, False, seed, tol)
-    sk = run_host(x, ks, iters, seed, constrained=False, tol=tol)
+    sk = NO_BASELINE if ours_only else run_host(x, ks, iters, seed, constrained=False, tol=tol)
     rows.append((f"{name} {x.shape[0]}x{x.shape[1]}, {len(ks)}x{ks[0]}", "plain", "scikit-learn KMeans",
                  sk, ours))
     print(rows[-1], flush=True)
-    if skip_kmc:
-        return rows
     xb = x
     note = ""
-    if x.shape[0] > kmc_max_rows:
+    if x.shape[0] > kmc_max_rows and not ours_only:
         idx = np.random.default_rng(seed).choice(x.shape[0], kmc_max_rows, replace=False)
         xb = x[np.sort(idx)]
         note = f" (subsample {kmc_max_rows} of {x.shape[0]})"
     ours_b = run_ours(xb, ks, iters, True, seed, tol)
-    kmc = run_host(xb, ks, iters, seed, constrained=True, tol=tol)
+    kmc = NO_BASELINE if ours_only else run_host(xb, ks, iters, seed, constrained=True, tol=tol)
     rows.append((f"{name} {xb.shape[0]}x{x.shape[1]}, {len(ks)}x{ks[0]}{note}", "balanced",
                  "k-means-constrained", kmc, ours_b))
     print(rows[-1], flush=True)
@@ -127,13 +128,18 @@ def table(rows, iters, tol):
            "| baseline MSE | ours MSE | MSE change | sizes baseline / ours | Lloyd iters baseline / ours |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for data, mode, base_name, base, ours in rows:
+        base_name = "(none)" if base is NO_BASELINE else base_name
         out.append(f"| {data} | {mode} | {base_name} | {base['wall_s']:.2f} | {ours['cold_s']:.2f} / "
                    f"{ours['warm_s']:.2f} | {base['wall_s'] / ours['cold_s']:.1f}x / "
                    f"{base['wall_s'] / ours['warm_s']:.1f}x | {base['mse']:.5f} | {ours['mse']:.5f} | "
                    f"{100 * (ours['mse'] / base['mse'] - 1):+.2f}% | {base['sizes']} / {ours['sizes']} | "
                    f"{base['iters']} / {ours['iters']} |")
-    out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); machine: {platform.processor() or platform.machine()}, "
-               f"{os.cpu_count()} CPUs; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    import jax
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); {platform.machine()}, "
+               f"{cores} usable CPU cores, load average {os.getloadavg()[0]:.1f}; ours on jax "
+               f"{jax.__version__} {jax.default_backend()} ({jax.devices()[0].device_kind}); "
+               f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     return "\n".join(out)
 
 
@@ -149,15 +155,18 @@ def main():
     p.add_argument("--kmc_max_rows", type=int, default=10_000)
     p.add_argument("--cache", default="/tmp/gream_bench_ml100k_minilm.npy")
     p.add_argument("--out", default="")
+    p.add_argument("--ours_only", action="store_true", help="skip the host baselines (e.g. on a GPU)")
     args = p.parse_args()
     rows = []
     if args.only in ("ml100k", "all"):
         x = ml100k_embeddings(args.cache)
         for k in args.codes:
-            rows += bench("ML-100k MiniLM", x, [k] * args.levels, args.iters, args.kmc_max_rows, args.tol)
+            rows += bench("ML-100k MiniLM", x, [k] * args.levels, args.iters, args.kmc_max_rows, args.tol,
+                          ours_only=args.ours_only)
     if args.only in ("synthetic", "all"):
         x = synthetic(args.synthetic_rows, 384)
-        rows += bench("synthetic", x, [args.synthetic_codes] * args.levels, args.iters, args.kmc_max_rows, args.tol)
+        rows += bench("synthetic", x, [args.synthetic_codes] * args.levels, args.iters, args.kmc_max_rows,
+                      args.tol, ours_only=args.ours_only)
     text = table(rows, args.iters, args.tol)
     print(text)
     if args.out:

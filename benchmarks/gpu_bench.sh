@@ -20,7 +20,7 @@ set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-${REPO}/runs/gpu_bench}"
 PRESET="${GPU_BENCH_PRESET:-qwen3_0p6b}"
-DEADLINE_S="${GPU_BENCH_DEADLINE_S:-350}"      # whole benchmark, checkpoint writing included
+DEADLINE_S="${GPU_BENCH_DEADLINE_S:-360}"      # whole benchmark, checkpoint writing included
 IMPLS="${GPU_BENCH_IMPLS:-jax,torch_eager,torch_compile}"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}"
@@ -67,7 +67,7 @@ fi
 
 log "benchmark: ${IMPLS}"
 "${PY}" -m gream_jax.bench "${FLAGS[@]}" --impls="${IMPLS}" --parts=train,generate,beam \
-  --fallbacks="cudnn:full;xla:full" --budget_s=25 --no_logit_check --deadline_s="${DEADLINE_S}" --timeout_s=240 \
+  --fallbacks="cudnn:full;xla:full" --budget_s=25 --no_logit_check --deadline_s="${DEADLINE_S}" --timeout_s=240 --impl_timeouts="${GPU_BENCH_IMPL_TIMEOUTS:-jax:200,torch_eager:110}" \
   --out_dir="${OUT}" 2>&1 | tee "${OUT}/bench.log"
 rc=${PIPESTATUS[0]}
 log "benchmark exit code ${rc}"

@@ -31,8 +31,49 @@ def get_config(arg: str | None = None):
     config.data.path = DATA_DIR
     config.data.file_prefix = "Beauty"
     config.data.max_history = 20
+    # --- index (issue 10 owner): the reference release's 4 balanced levels x 256 codes + rank
+    # suffix, on text+collaborative embeddings (collaborative helped on ML-100k: R@10 .100 vs .085).
+    # item_token (2x64 + one token per item) was compute-bound on CPU here (a 12k-way softmax
+    # per step; .038 vs .037 for text 3x64 + rank suffix after 10 min, still improving).
+    config.index.embedding = "text+collaborative"
+    config.index.codes_per_level = (256, 256, 256, 256)
+    config.index.collision = "rank_suffix"
+    # --- model, tasks, train (SFT owner): the ML-100k small-model recipe (2 layers x 64, dense
+    # seqrec windows, prompt tasks and reasoning at a small share), bounded to ~20 minutes of 2-core
+    # CPU training; validation on a fixed 1,000-user subset (22k users x beam 20 is minutes per pass).
+    config.model.num_layers = 2
+    config.model.hidden_size = 64
+    config.model.num_heads = 4
+    config.model.num_kv_heads = 4
+    config.model.head_dim = 16
+    config.model.intermediate_size = 256
+    config.model.max_position_embeddings = 512
+    config.model.tokenizer_vocab_size = 1000
+    config.tasks.examples = {"seqrec": 0, "item2index": 500, "index2item": 500, "fusionseqrec": 300,
+                             "itemsearch": 300, "preferenceobtain": 100}
+    config.tasks.reasoning_examples = 600
+    config.tasks.reasoning_ratio = 0.03
+    config.train.steps = 800
+    config.train.max_minutes = 20.0
+    config.train.batch_size = 32
+    config.train.seq_len = 128
+    config.train.reasoning_seq_len = 512
+    config.train.reasoning_batch_size = 8
+    config.train.lr = 2e-3
+    config.train.warmup_steps = 60
+    config.train.log_every = 50
+    config.train.checkpoint_every = 100
+    config.train.eval_every = 200
+    config.train.eval_users = 1000
     if arg == "smoke":
         config.name = "beauty_smoke"
+        config.train.steps = 100
+        config.train.max_minutes = 0.0
+        config.train.warmup_steps = 10
+        config.train.log_every = 25
+        config.train.checkpoint_every = 50
+        config.train.eval_every = 0
+        config.train.eval_users = 200
     elif arg not in (None, ""):
         raise ValueError(f"configs/beauty.py: unknown argument {arg!r}; use ':smoke' or nothing")
     return config

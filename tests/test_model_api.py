@@ -57,8 +57,8 @@ def test_packed_segments_do_not_attend_across(params):
     np.testing.assert_allclose(packed[4:], FWD(params, CFG, b[None], jnp.ones((1, 3)))[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", [dict(attention="einsum"), dict(scan_layers=False),
-                                     dict(remat="full"), dict(remat="dots_no_batch")])
+@pytest.mark.parametrize("variant", [dict(attention="einsum"), dict(scan_layers=False, remat="full"),
+                                     dict(remat="dots_no_batch")])
 def test_implementation_variants_agree(params, variant):
     tokens, mask = _batch()
     ref = FWD(params, CFG, tokens, mask)

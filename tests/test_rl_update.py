@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -30,11 +29,6 @@ def test_token_loss_clip_dual_clip_and_kl():
     np.testing.assert_allclose(float(kl[0, 0]), np.exp(d) - d - 1, rtol=1e-5)
 
 
-def _rl_config():
-    c = ml_collections.ConfigDict(dict(learning_rate=1e-2, warmup_steps=0, weight_decay=0.1, grad_clip=1.0))
-    return c
-
-
 @pytest.fixture(scope="module")
 def tiny():
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
@@ -58,15 +52,15 @@ def test_update_changes_policy_not_reference(tiny):
     resp_mask = np.ones((n_micro, micro, r), np.float32)
     resp_mask[:, :, -1] = 0                             # one padded response token
     adv = rng.normal(size=(n_micro, micro)).astype(np.float32)
-    logprob_fn = srpo.make_logprob_fn(cfg, mesh, rules, shardings, r)
+    logprob_fn = srpo.make_logprob_fn(cfg, mesh, rules, r)
     with jax.set_mesh(mesh):
         old = logprob_fn(params, tokens, attn)
         ref = logprob_fn(ref_params, tokens, attn)
     assert old.shape == (n_micro, micro, r) and np.all(np.asarray(old) <= 0)
     np.testing.assert_allclose(np.asarray(old), np.asarray(ref))
-    optimizer = srpo.make_optimizer(_rl_config())
-    opt_state, opt_shardings = srpo.init_optimizer_state(optimizer, params, mesh)
-    update = srpo.make_update_fn(cfg, optimizer, srpo.LossConfig(), mesh, rules, shardings, opt_shardings, r)
+    opt = srpo.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, weight_decay=0.1, grad_clip=1.0)
+    opt_state = srpo.init_optimizer_state(cfg, opt, params, mesh, rules)
+    update = srpo.make_update_fn(cfg, opt, srpo.LossConfig(), mesh, rules, r)
     batch = dict(tokens=tokens, attention_mask=attn, response_mask=resp_mask, old_logp=np.asarray(old),
                  ref_logp=np.asarray(ref), advantages=adv)
     before = jax.tree.map(np.asarray, params)

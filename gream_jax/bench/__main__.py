@@ -69,6 +69,8 @@ def parse_args(argv=None):
                    "of writing random weights (must match the preset's shapes)")
     p.add_argument("--out_dir", default="runs/bench")
     p.add_argument("--timeout_s", type=float, default=3600.0, help="per-implementation process limit")
+    p.add_argument("--impl_timeouts", default="", help="per-implementation limits overriding "
+                   "--timeout_s, e.g. 'jax:200,torch_eager:110'")
     p.add_argument("--deadline_s", type=float, default=0.0,
                    help="wall-clock budget for the whole run; each worker gets what is left (0 = none)")
     p.add_argument("--budget_s", type=float, default=0.0,
@@ -97,9 +99,12 @@ def run_worker(impl: str, parts: list[str], preset, checkpoint: str, work: str, 
         cmd.append("--no_scan")
     print(f"[bench] {impl}: {','.join(parts)}", flush=True)
     t0 = time.perf_counter()
-    timeout = args.timeout_s
+    timeout = impl_timeouts(args.impl_timeouts).get(impl, args.timeout_s)
     if args.deadline_s:
-        timeout = min(timeout, max(args.deadline_s - (time.perf_counter() - _START), 1.0))
+        left = args.deadline_s - (time.perf_counter() - _START)
+        if left < 5:
+            return {part: {"error": f"skipped: --deadline_s={args.deadline_s:.0f} reached"} for part in parts}
+        timeout = min(timeout, left)
     try:
         proc = subprocess.run(cmd, env=_worker_env(), timeout=timeout)
         rc = proc.returncode
@@ -110,6 +115,17 @@ def run_worker(impl: str, parts: list[str], preset, checkpoint: str, work: str, 
         if part not in out:
             out[part] = {"error": f"worker exited ({rc}) before finishing this part "
                                   f"after {time.perf_counter() - t0:.0f} s"}
+    return out
+
+
+def impl_timeouts(text: str) -> dict[str, float]:
+    out = {}
+    for item in [x for x in text.split(",") if x]:
+        impl, _, seconds = item.partition(":")
+        if impl not in IMPL_PARTS or not seconds:
+            raise SystemExit(f"--impl_timeouts: bad entry {item!r}; expected IMPL:SECONDS with IMPL in "
+                             f"{tuple(IMPL_PARTS)}")
+        out[impl] = float(seconds)
     return out
 
 

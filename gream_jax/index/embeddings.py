@@ -8,6 +8,8 @@
 - `qwen`: mean-pooled last hidden states of the backbone checkpoint (`config.model.checkpoint`)
   over the fused text, through `gream_jax.model.api.forward(..., return_hidden=True)`, as the
   reference release does (it averages title and description embeddings; we embed the fused text).
+  An item with empty text gets a zero vector (MiniLM instead embeds "[CLS][SEP]", like
+  sentence-transformers does).
 Text embeddings are cached in `WORKDIR/index/text_embeddings.npz`, keyed by a hash of the texts
 and the encoder, so trying several quantiser settings does not re-encode.
 """
@@ -78,7 +80,9 @@ def qwen_embeddings(texts: list[str], config, mesh, rules, cache_path: str | Non
     def compute():
         model_cfg, params = load_hf_checkpoint(ckpt, mesh, rules)
         tok = Tokenizer.load(ckpt)
-        ids = [x[:config.index.encoder_max_tokens] or [tok.pad_id] for x in tok.encode_batch(texts)]
+        ids = [x[:config.index.encoder_max_tokens] for x in tok.encode_batch(texts)]
+        empty = np.asarray([not x for x in ids])
+        ids = [x or [tok.pad_id] for x in ids]          # shape filler; the row is zeroed below
         bs = config.index.encoder_batch_size
         fwd = jax.jit(lambda p, t, m: api.forward(p, model_cfg, t, m, return_hidden=True))
 
@@ -103,6 +107,7 @@ def qwen_embeddings(texts: list[str], config, mesh, rules, cache_path: str | Non
             out[rows] = np.asarray(pool(params, t, m))[:len(rows)]
             progress.update(len(rows))
         progress.close()
+        out[empty] = 0.0                                 # no text: no text vector (fusion keeps it 0)
         return out
 
     return cached(cache_path, key, compute)

@@ -2,12 +2,13 @@
 
 Writes `WORKDIR/index/`: `sids.npz` + `sids.json` (the SID artifact, reloaded and checked before
 the stage returns), `trie.npz` (prefix trie for constrained decoding), `report.json` (+ printed),
-`embeddings.npy` (what was quantised), `utilisation.png`, `texts.jsonl` (the fused item texts)
-and TensorBoard scalars in `tb/`.
+`embeddings.npy` (what was quantised), `utilisation.png`, `texts.jsonl` (the fused item texts),
+`llm_rewrite.jsonl` (cache, when config.index.llm_rewrite_url is set) and TensorBoard scalars in `tb/`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -26,7 +27,8 @@ def kmeans_options(index_cfg) -> rq_kmeans.KMeansOptions:
         codes_per_level=tuple(int(k) for k in index_cfg.codes_per_level), iters=int(index_cfg.kmeans_iters),
         balanced=bool(index_cfg.balanced), balance_slack=int(index_cfg.balance_slack),
         sinkhorn_iters=int(index_cfg.sinkhorn_iters), sinkhorn_epsilon=float(index_cfg.sinkhorn_epsilon),
-        init_sample_per_code=int(index_cfg.init_sample_per_code), tol=float(index_cfg.kmeans_tol))
+        init_sample_per_code=int(index_cfg.init_sample_per_code), tol=float(index_cfg.kmeans_tol),
+        stay_bonus=float(index_cfg.stay_bonus))
 
 
 def build_semantic_ids(embeddings: np.ndarray, index_cfg, seed: int, mesh=None,
@@ -62,7 +64,14 @@ def run_index(config, workdir: str, devices=None) -> dict:
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = mesh_lib.rules_from_config(config.mesh)
 
-    texts = text_lib.item_texts(data.items, tuple(c.text_fields), c.text_max_chars, c.review_sentences)
+    items = data.items
+    if c.llm_rewrite_url:
+        from gream_jax.index import llm_rewrite
+        client = llm_rewrite.ChatClient(c.llm_rewrite_url, c.llm_rewrite_model, int(c.llm_rewrite_retries),
+                                        float(c.llm_rewrite_timeout_s))
+        rewritten = llm_rewrite.rewrite_descriptions(items, client, os.path.join(out_dir, "llm_rewrite.jsonl"))
+        items = [dataclasses.replace(it, description=d) for it, d in zip(items, rewritten)]
+    texts = text_lib.item_texts(items, tuple(c.text_fields), c.text_max_chars, c.review_sentences)
     empty = text_lib.empty_items(texts)
     if len(empty):
         logging.warning("index: %d of %d items have no text (first: internal %d, raw id %s)",

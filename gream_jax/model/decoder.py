@@ -66,7 +66,9 @@ class Decoder(nn.Module):
             "embed_tokens", nn.with_logical_partitioning(
                 nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
             (cfg.vocab_size, cfg.hidden_size), cfg.jnp_param_dtype)
-        x = jnp.take(embedding, tokens, axis=0).astype(cfg.jnp_dtype)
+        # Ids must lie in [0, V); "clip" keeps stray ids at padded positions from turning into
+        # NaN rows (jnp.take's default fill) that masked attention would still multiply by zero.
+        x = jnp.take(embedding, tokens, axis=0, mode="clip").astype(cfg.jnp_dtype)
         x = constrain(x, ("batch", "length", "embed"), cfg.rules)
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
 

@@ -99,12 +99,25 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     return step
 
 
+def opt_state_shardings(optimizer: optax.GradientTransformation, params, mesh) -> Any:
+    """Shardings of the optimizer state: every params-shaped tree (AdamW mu/nu) gets exactly the
+    parameters' shardings, everything else (counts) is replicated as a NamedSharding on `mesh`.
+
+    `params` may be concrete arrays or `jax.ShapeDtypeStruct`s carrying `.sharding` (AOT). Left to
+    `jax.jit(optimizer.init)`, XLA would replicate the zero-initialised moments on every device
+    (they do not depend on the parameters' values), silently losing FSDP for 2/3 of the state."""
+    rep = mesh_lib.replicated(mesh)
+    abstract = jax.eval_shape(optimizer.init, params)
+    return optax.tree_map_params(optimizer, lambda _, p: p.sharding, abstract, params,
+                                 transform_non_params=lambda _: rep)
+
+
 def init_state(params, optimizer: optax.GradientTransformation, seed: int, mesh) -> dict:
     """Optimizer moments inherit each parameter's sharding; scalars (step, counts, RNG) are
-    replicated over the whole mesh so the jitted step sees one device set."""
+    replicated over the whole mesh (as NamedShardings, also on a one-device mesh) so the jitted
+    step sees the same input shardings on every call and compiles once."""
     rep = mesh_lib.replicated(mesh)
-    whole = lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep)
-    opt_state = jax.tree.map(whole, jax.jit(optimizer.init)(params))
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_state_shardings(optimizer, params, mesh))(params)
     return {"params": params, "opt_state": opt_state, "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
             "rng": jax.device_put(jax.random.key_data(jax.random.key(seed)), rep)}
 

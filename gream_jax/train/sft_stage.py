@@ -103,6 +103,12 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     os.makedirs(stage_dir, exist_ok=True)
     split, sids, mesh, rules = inputs.split, inputs.semantic_ids, inputs.mesh, inputs.rules
     model_cfg, params, tokenizer = inputs.model_cfg, inputs.params, inputs.tokenizer
+    max_pos = int(getattr(model_cfg, "max_position_embeddings", 0) or 0)
+    for field in ("seq_len", "reasoning_seq_len"):
+        if max_pos and int(tr[field]) > max_pos:
+            raise ValueError(f"config.train.{field}={tr[field]} exceeds the model's maximum length "
+                             f"(max_position_embeddings={max_pos}); lower it (longer examples are "
+                             f"truncated from the left and counted in the SFT summary)")
     streams = make_streams(config, split, sids, inputs.items, tokenizer)
     streams.alignment.batch(0)  # builds epoch 0 now: bad input fails before any compile
     if streams.reasoning is not None:

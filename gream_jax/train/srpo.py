@@ -21,6 +21,7 @@ Loss (GREAM / DAPO-style, token level): ratio = exp(logp - old_logp);
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -101,13 +102,25 @@ def token_loss(logp, old_logp, ref_logp, advantages, cfg: LossConfig):
     return pg + cfg.kl_coef * kl, clipped, kl
 
 
-def make_optimizer(rl) -> optax.GradientTransformation:
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW hyper-parameters (hashable, so compiled update functions can be cached on them)."""
+    learning_rate: float = 2e-6
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    @classmethod
+    def from_config(cls, rl) -> "OptimizerConfig":
+        return cls(float(rl.learning_rate), int(rl.warmup_steps), float(rl.weight_decay), float(rl.grad_clip))
+
+
+def make_optimizer(opt: OptimizerConfig) -> optax.GradientTransformation:
     """AdamW with linear warm-up to a constant rate and global-norm clipping (GREAM's recipe)."""
-    lr = float(rl.learning_rate)
-    schedule = (optax.linear_schedule(0.0, lr, int(rl.warmup_steps)) if rl.warmup_steps
-                else optax.constant_schedule(lr))
-    parts = [optax.clip_by_global_norm(float(rl.grad_clip))] if rl.grad_clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=float(rl.weight_decay)))
+    schedule = (optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps) if opt.warmup_steps
+                else optax.constant_schedule(opt.learning_rate))
+    parts = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=opt.weight_decay))
     return optax.chain(*parts)
 
 
@@ -119,10 +132,31 @@ def batch_shardings(mesh, rules) -> dict[str, Any]:
             "old_logp": three, "ref_logp": three, "advantages": two}
 
 
-def make_logprob_fn(model_cfg, mesh, rules, param_shardings, response_len: int):
+def _abstract_params(model_cfg, mesh, rules):
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        model_api.param_shapes(model_cfg), model_api.param_shardings(model_cfg, mesh, rules))
+
+
+def optimizer_shardings(model_cfg, opt: OptimizerConfig, mesh, rules):
+    """Where the optimiser state lives: moments like their parameters, counters replicated."""
+    compiled = jax.jit(make_optimizer(opt).init).lower(_abstract_params(model_cfg, mesh, rules)).compile()
+    replicated = mesh_lib.replicated(mesh)
+    return jax.tree.map(lambda sh: sh if isinstance(sh, jax.sharding.NamedSharding) and sh.mesh == mesh
+                        else replicated, compiled.output_shardings)
+
+
+def init_optimizer_state(model_cfg, opt: OptimizerConfig, params, mesh, rules):
+    """Fresh optimiser state, placed by `optimizer_shardings`."""
+    shardings = optimizer_shardings(model_cfg, opt, mesh, rules)
+    return jax.jit(make_optimizer(opt).init, out_shardings=shardings)(params)
+
+
+@functools.lru_cache(maxsize=16)
+def make_logprob_fn(model_cfg, mesh, rules, response_len: int):
     """Jitted `(params, tokens, attention_mask) -> logp [n_micro, micro, R]`, scanned over micro-batches.
 
-    One compiled forward serves the old policy and the frozen reference (same shapes, other params).
+    One compiled forward serves the old policy and the frozen reference (same shapes, other
+    params). Cached on its (hashable) arguments, so a resumed run in the same process reuses it.
     """
     shard = batch_shardings(mesh, rules)
 
@@ -134,20 +168,24 @@ def make_logprob_fn(model_cfg, mesh, rules, param_shardings, response_len: int):
         _, out = jax.lax.scan(body, None, (tokens, attention_mask))
         return out
 
+    param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
     return jax.jit(run, in_shardings=(param_shardings, shard["tokens"], shard["attention_mask"]),
                    out_shardings=shard["old_logp"])
 
 
-def make_update_fn(model_cfg, optimizer, loss_cfg: LossConfig, mesh, rules, param_shardings,
-                   opt_shardings, response_len: int):
+@functools.lru_cache(maxsize=16)
+def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, rules, response_len: int):
     """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step.
 
     Gradients are accumulated over the batch's micro-batches with `lax.scan`; the loss is the
     token mean over the whole mini-batch, so the micro-batch split does not change the update.
+    Parameters, optimiser state and batch have explicit shardings; params and state are donated.
     """
+    optimizer = make_optimizer(opt)
     shard = batch_shardings(mesh, rules)
     replicated = mesh_lib.replicated(mesh)
-
+    param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
+    opt_shardings = optimizer_shardings(model_cfg, opt, mesh, rules)
     def update(params, opt_state, batch):
         denom = jnp.maximum(jnp.sum(batch["response_mask"]), 1.0)
 
@@ -177,13 +215,3 @@ def make_update_fn(model_cfg, optimizer, loss_cfg: LossConfig, mesh, rules, para
 
     return jax.jit(update, in_shardings=(param_shardings, opt_shardings, shard),
                    out_shardings=(param_shardings, opt_shardings, replicated), donate_argnums=(0, 1))
-
-
-def init_optimizer_state(optimizer, params, mesh):
-    """Optimiser state placed like the parameters it mirrors; everything else (counts) replicated."""
-    state = jax.jit(optimizer.init)(params)
-    replicated = mesh_lib.replicated(mesh)
-    shardings = jax.tree.map(
-        lambda x: x.sharding if isinstance(x.sharding, jax.sharding.NamedSharding)
-        and x.sharding.mesh == mesh else replicated, state)
-    return jax.device_put(state, shardings), shardings

@@ -84,12 +84,11 @@ class SrpoTrainer:
         prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
         self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
         self.pool = PromptPool(split.train, int(config.seed))
-        self.optimizer = srpo.make_optimizer(rl)
-        self.opt_state, opt_shardings = srpo.init_optimizer_state(self.optimizer, params, mesh)
+        opt = srpo.OptimizerConfig.from_config(rl)
+        self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
-        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, self.shardings, r)
-        self.update_fn = srpo.make_update_fn(model_cfg, self.optimizer, srpo.LossConfig.from_config(rl), mesh,
-                                             rules, self.shardings, opt_shardings, r)
+        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r)
+        self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r)
         dp = mesh_lib.data_parallel_size(mesh, rules)
         micro = int(rl.micro_batch_sequences)
         self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
