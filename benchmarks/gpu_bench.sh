@@ -9,7 +9,7 @@
 # needed module is missing (then one quiet `pip install` attempt, failure tolerated).
 # Workload (baselines.md): train batch 8 x 2,048 tokens, bfloat16 compute, float32 master weights,
 # AdamW, cuDNN attention; greedy generation batch 64, prompt 128, +128; constrained beam search
-# 64 users, beam 20, top-10 over 12,000 items with 3-token SIDs. Every implementation runs in its
+# 32 users (prompt 64), beam 20, top-10 over 12,000 items with 3-token SIDs. Every implementation runs in its
 # own process with its own time limit, and every finished part is written at once, so one failure
 # or a time-out loses nothing else.
 #

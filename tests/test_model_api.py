@@ -100,3 +100,16 @@ def test_config_errors_name_the_field():
     with pytest.raises(ModelConfigError, match="lora_targets"):
         ModelConfig(lora_targets=("nope",))
     assert ModelConfig.from_dict(CFG.to_dict()) == CFG
+
+
+def test_remat_gradients_equal_plain_gradients(params):
+    tokens, mask = _batch()
+
+    def loss(p, cfg):
+        logits = api.forward(p, cfg, tokens, mask)
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    plain, remat = grad(params, CFG), grad(params, CFG.replace(remat="dots"))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), plain, remat)
+    assert float(jnp.abs(plain["layers"]["self_attn"]["q_proj"]["kernel"]).max()) > 0

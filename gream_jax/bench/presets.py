@@ -71,8 +71,8 @@ PRESETS = {
                      gen_prompt=128, gen_new=64, beam_users=8, beam_size=10, beam_topk=10,
                      beam_prompt=64, sid_levels=(32, 32, 32), n_items=2000),
     "qwen3_0p6b": Preset("qwen3_0p6b", SHAPES["qwen3_0p6b"], "bfloat16", batch=8, seq=2048,
-                         gen_batch=64, gen_prompt=128, gen_new=128, beam_users=64, beam_size=20,
-                         beam_topk=10, beam_prompt=128, sid_levels=(256, 256, 256), n_items=12000),
+                         gen_batch=64, gen_prompt=128, gen_new=128, beam_users=32, beam_size=20,
+                         beam_topk=10, beam_prompt=64, sid_levels=(256, 256, 256), n_items=12000),
 }
 
 

@@ -29,7 +29,7 @@ def defaults() -> ml_collections.ConfigDict:
     # Sampling
     c.temperature = 1.0
     c.top_p = 1.0
-    c.max_think_tokens = 256        # reasoning mode: budget for `<think>…</think><answer>`
+    c.max_think_tokens = 512        # reasoning mode: budget for `<think>…</think>` rewrite `<answer>`
     c.constrained_answer = True     # False restores the release's free SID sampling after <answer>
     # Reward and advantage
     c.reward_levels = 0             # semantic levels for sqrt(l / levels); 0 = from the SID artifact

@@ -24,7 +24,8 @@ from safetensors import safe_open
 from gream_jax.model import api
 from gream_jax.model.config import ModelConfig
 from gream_jax.model.hf_config import model_config_from_hf
-from gream_jax.model.hf_names import IGNORED_HF_SUFFIXES, TensorRule, set_path, tensor_rules
+from gream_jax.model.hf_names import (IGNORED_HF_SUFFIXES, TensorRule, get_path, set_path,
+                                      tensor_rules)
 from gream_jax.model.lora import init_lora_leaves
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -197,10 +198,10 @@ def load_hf_params(path: str, model_cfg: ModelConfig, mesh: Mesh, rules=None,
                                           f"(see {path}/config.json)")
                 files.append(file)
                 used.add(name)
-            leaf = _get(shapes, rule.param_path)
+            leaf = get_path(shapes, rule.param_path)
             set_path(params, rule.param_path, _build_array(
                 reader, rule, files, names, hf_rows, leaf.shape, leaf.dtype,
-                _get(shardings, rule.param_path)))
+                get_path(shardings, rule.param_path)))
     tied_head = cfg.tie_word_embeddings and "lm_head.weight" in names_to_files
     unexpected = sorted(n for n in names_to_files if n not in used and not n.endswith(IGNORED_HF_SUFFIXES)
                         and not (tied_head and n == "lm_head.weight"))
@@ -211,8 +212,3 @@ def load_hf_params(path: str, model_cfg: ModelConfig, mesh: Mesh, rules=None,
         init_lora_leaves(params, shapes, shardings, rng if rng is not None else jax.random.PRNGKey(0))
     return params
 
-
-def _get(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree

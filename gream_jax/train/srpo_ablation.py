@@ -1,14 +1,16 @@
 """SRPO ablation driver: SFT only vs +GRPO vs +SRPO (and SRPO without bonus / without residual).
 
 Each variant runs in its own workdir that links the base workdir's `data/`, `index/` and `sft/`
-(read-only inputs), so every variant starts from the same SFT model and the same seed, and the
-eval stage of each sees only its own `rl/final`. The "sft" variant runs no RL
-(`config.rl.enabled=False`), so eval scores `sft/final`.
+(read-only inputs), so every variant starts from the same SFT model and the same seed. Figures
+are Direct-mode Recall/NDCG@5/10 on the valid and test splits of all users, computed by the
+same constrained-beam validator the SFT and RL stages use (`sft_validation.DirectValidator`):
+the "sft" row scores `sft/final`, each RL row scores its `rl/final` (best-by-validation, which is
+the SFT model itself when no RL step beat it on validation; the table says so).
 
     python -m gream_jax.train.srpo_ablation --config=configs/ml100k.py --workdir=BASE \
         --out=/tmp/ablation --variants=sft,grpo,srpo,srpo_no_bonus,srpo_no_residual
 
-Prints one markdown table (valid and test, every mode the eval stage reports) and writes it with
+Prints one markdown table (valid and test) and writes it with
 all summaries to OUT/ablation.json / OUT/ablation.md. Differences below the standard error (about
 0.011 Recall@10 / 0.006 NDCG@10 on ML-100k with 943 users) are flagged "within noise".
 """
@@ -21,7 +23,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gream_jax.utils.io import read_json, write_json, write_text
+from gream_jax.utils.io import write_json, write_text
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Base workdir holding data/, index/ and sft/final.")
@@ -45,20 +47,32 @@ def prepare_variant_dir(base: str, out: str, variant: str) -> str:
     return directory
 
 
-def result_rows(variant: str, results: dict) -> list[dict]:
-    """Flattens an eval results.json into rows of (variant, split, mode, metrics)."""
-    rows = []
-    for split in ("valid", "test"):
-        for mode, figures in sorted((results.get(split) or {}).items()):
-            rows.append({"variant": variant, "split": split, "mode": mode, **figures})
-    return rows
+def evaluate_sft(config, base: str) -> dict:
+    """Direct-mode valid/test figures of WORKDIR/sft/final over all users."""
+    from gream_jax import mesh as mesh_lib
+    from gream_jax.data.prepare import load_prepared
+    from gream_jax.index.sid import SemanticIds
+    from gream_jax.model.store import load_model
+    from gream_jax.train.sft_validation import DirectValidator
+    data, split = load_prepared(base)
+    sids = SemanticIds.load(os.path.join(base, "index"), n_items=len(data.item_ids))
+    mesh = mesh_lib.make_mesh(config.mesh)
+    model_cfg, params, tokenizer, _ = load_model(os.path.join(base, "sft", "final"), mesh,
+                                                 mesh_lib.rules_from_config(config.mesh))
+    validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
+    return {"valid": validator.evaluate(params, split, "valid"), "test": validator.evaluate(params, split, "test")}
+
+
+def result_rows(variant: str, results: dict, note: str = "") -> list[dict]:
+    return [{"variant": variant, "split": split, "mode": "direct", "note": note, **results[split]}
+            for split in ("valid", "test")]
 
 
 def markdown(rows: list[dict], std_err: float) -> str:
     keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
     base = {(r["split"], r["mode"]): r for r in rows if r["variant"] == "sft"}
-    lines = ["| variant | split | mode | " + " | ".join(keys) + " | vs SFT R@10 |",
-             "|---" * (len(keys) + 4) + "|"]
+    lines = ["| variant | split | mode | " + " | ".join(keys) + " | vs SFT R@10 | note |",
+             "|---" * (len(keys) + 5) + "|"]
     for r in rows:
         ref = base.get((r["split"], r["mode"]))
         if ref is None or r["variant"] == "sft" or "recall@10" not in r:
@@ -67,32 +81,32 @@ def markdown(rows: list[dict], std_err: float) -> str:
             d = r["recall@10"] - ref["recall@10"]
             note = f"{d:+.4f}" + (" (within noise)" if abs(d) < std_err else "")
         lines.append(f"| {r['variant']} | {r['split']} | {r['mode']} | "
-                     + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + f" | {note} |")
+                     + " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys) + f" | {note} | {r.get('note', '')} |")
     return "\n".join(lines)
 
 
 def main(argv):
     del argv
     from gream_jax.config_defaults import validate_config
-    from gream_jax.main import stage_function
+    from gream_jax.train.srpo_stage import run_rl
     config = _CONFIG.value
     base, out = _WORKDIR.value, _OUT.value
     rows, summaries = [], {}
     for variant in _VARIANTS.value:
         c = config.copy_and_resolve_references()
+        t0 = time.perf_counter()
         if variant == "sft":
-            c.rl.enabled = False
+            results, note, rl_summary = evaluate_sft(c, base), "", None
         else:
             c.rl.objective = variant
-        validate_config(c)
-        directory = prepare_variant_dir(base, out, variant)
-        t0 = time.perf_counter()
-        rl_summary = stage_function("rl")(c, directory)
-        stage_function("eval")(c, directory)
-        results = read_json(os.path.join(directory, "results.json"))
-        summaries[variant] = {"rl": rl_summary, "eval": results, "seed": int(c.seed),
+            validate_config(c)
+            rl_summary = run_rl(c, prepare_variant_dir(base, out, variant))
+            results = {"valid": rl_summary["valid"], "test": rl_summary["test"]}
+            note = (f"{rl_summary['steps']} steps, best step {rl_summary['best_step']}"
+                    + (" (= SFT weights)" if rl_summary["sft_selected"] else ""))
+        summaries[variant] = {"rl": rl_summary, "figures": results, "seed": int(c.seed),
                               "wall_seconds": round(time.perf_counter() - t0, 1)}
-        rows.extend(result_rows(variant, results))
+        rows.extend(result_rows(variant, results, note))
         logging.info("[ablation] %s done in %.0fs", variant, time.perf_counter() - t0)
         write_json(os.path.join(out, "ablation.json"), {"rows": rows, "summaries": summaries})
     table = markdown(rows, _STD_ERR.value)
