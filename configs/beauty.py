@@ -65,6 +65,7 @@ def get_config(arg: str | None = None):
     config.train.checkpoint_every = 100
     config.train.eval_every = 200
     config.train.eval_users = 1000
+    config.train.final_eval_users = 4000
     if arg == "smoke":
         config.name = "beauty_smoke"
         config.train.steps = 100
@@ -74,6 +75,7 @@ def get_config(arg: str | None = None):
         config.train.checkpoint_every = 50
         config.train.eval_every = 0
         config.train.eval_users = 200
+        config.train.final_eval_users = 500
     elif arg not in (None, ""):
         raise ValueError(f"configs/beauty.py: unknown argument {arg!r}; use ':smoke' or nothing")
     return config

@@ -52,12 +52,12 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     config.train.eval_beam, config.train.eval_topk, config.train.eval_batch = 4, 4, 16
     rl = config.rl
     rl.mode, rl.group_size, rl.batch_prompts, rl.mini_batch_prompts = "direct", 4, 4, 4
-    rl.micro_batch_sequences, rl.rollout_chunk_prompts, rl.steps = 8, 4, 2
-    rl.eval_every, rl.checkpoint_every, rl.learning_rate, rl.warmup_steps = 1, 1, 5e-3, 0
+    rl.micro_batch_sequences, rl.rollout_chunk_prompts, rl.steps, rl.ppo_epochs = 8, 4, 2, 1
+    rl.eval_every, rl.checkpoint_every, rl.learning_rate, rl.warmup_steps = 0, 1, 5e-3, 0
     validate_config(config)
     sft_params = _write_workdir(workdir, monkeypatch, config)
     summary = run_rl(config, workdir)
-    assert summary["steps"] == 2 and set(summary["test"]) >= {"recall@1", "ndcg@10"} or "ndcg@5" in summary["test"]
+    assert summary["steps"] == 2 and {"recall@10", "ndcg@10"} <= set(summary["test"])
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     train_rows = [r for r in rows if "reward_mean" in r]

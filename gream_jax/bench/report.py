@@ -115,6 +115,11 @@ def markdown(summary: dict) -> str:
         notes.append(f"same weights: float32 logits max |JAX - PyTorch| = {summary['logit_max_abs_diff']:.2e}")
     if notes:
         lines += ["", "Checks: " + "; ".join(notes) + "."]
+    jt = res.get("jax", {}).get("train") or {}
+    if "attention" in jt:
+        lines += ["", f"gream_jax train settings: attention={jt['attention']}, remat={jt['remat']}, "
+                      f"scan_layers={jt.get('scan_layers')}, final loss {jt.get('final_loss', float('nan')):.4f}"
+                  + "".join(f"; tried first and failed: {f[:160]}" for f in jt.get("failed_settings", [])) + "."]
     lines += ["", "Environment: " + ", ".join(f"{k} {env[k]}" for k in (
         "jax", "flax", "torch", "transformers", "jax_backend", "jax_device_kind", "torch_threads",
         "cpu_count", "date_utc") if k in env) + "."]

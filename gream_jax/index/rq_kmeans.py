@@ -13,8 +13,9 @@ assignment:
 2. A capacity-respecting greedy repair makes it exact: capacities are chosen from the priced
    demand inside [floor(n/K) - slack, ceil(n/K) + slack] and summing to n; then, round by round,
    every unassigned item proposes to its best cluster that still has room and each cluster
-   accepts, up to its remaining capacity, the proposers that would lose most by going elsewhere. Every round fills at least one
-   slot, so the loop ends; with good prices it ends after a few rounds.
+   accepts, up to its remaining capacity, the proposers that would lose most by going elsewhere
+   (largest regret). Every round fills at least one slot, so the loop ends; with good prices it
+   ends after a few rounds. A small bonus for an item's previous label breaks near-ties stably.
 
 Deterministic for a seed. Results do not depend on the mesh: inputs are padded to a multiple of
 256 rows whatever the device count (random draws then have the same shape everywhere) and padded
@@ -26,10 +27,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from gream_jax import mesh as mesh_lib
 
@@ -178,7 +181,7 @@ def capacity_assign(score: jax.Array, w: jax.Array, caps: jax.Array) -> jax.Arra
         active = assigned < 0
         key_cluster = jnp.where(active, prop, done_code)
         # Regret priority: a cluster keeps the proposers that would lose most by going to their
-        # next choice (beats cheapest-first by ~0.5% quantisation error on ML-100k).
+        # next choice (measured on ML-100k 3x32: MSE 0.3352 vs 0.3365 for cheapest-first).
         best = jnp.take_along_axis(masked, prop[:, None], 1)[:, 0]
         second = jnp.min(jnp.where(cluster_ids[None, :] == prop[:, None], jnp.inf, masked), axis=1)
         prio = best - jnp.where(jnp.isfinite(second), second, best + 1e6)
@@ -327,7 +330,14 @@ def fit_rq_kmeans(x: np.ndarray, opts: KMeansOptions, seed: int, mesh=None,
         ws = jax.device_put(wp, mesh_lib.logical_sharding(mesh, ("items",), rules))
     else:
         xs, ws = jnp.asarray(xp), jnp.asarray(wp)
+    logging.info("rq_kmeans: %d items x %d dims, levels %s, balanced=%s, <= %d Lloyd iterations per level "
+                 "(one compiled program; no per-step progress)", n, x.shape[1], opts.codes_per_level,
+                 opts.balanced, opts.iters)
+    start = time.perf_counter()
     codes, books, mse, iters = _rq_fit(xs, ws, jax.random.PRNGKey(seed), opts)
+    mse = np.asarray(mse)
+    logging.info("rq_kmeans: done in %.1f s; Lloyd iterations per level %s; MSE per level %s",
+                 time.perf_counter() - start, np.asarray(iters).tolist(), np.round(mse, 5).tolist())
     return RQResult(codes=np.asarray(codes)[:n].astype(np.int32),
                     codebooks=[np.asarray(b) for b in books],
                     level_mse=np.asarray(mse), lloyd_iters=np.asarray(iters))

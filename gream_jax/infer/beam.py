@@ -25,7 +25,9 @@ With `beam_size >= n_items` the search is exhaustive (at every step the frontier
 n_items distinct nodes), so it returns exactly the brute-force top-K; tests check this.
 
 The loop is a `lax.while_loop` over SID positions that stops as soon as every beam is finished;
-the cache is carried through the loop, so XLA updates it in place.
+the cache is carried through the loop, so XLA updates it in place. Reordering the cache to the
+chosen parents copies every beam's cache, so it is deferred to the start of the next step and
+never done after the last one.
 """
 
 from __future__ import annotations
@@ -115,21 +117,29 @@ def constrained_beam_search(step_fn: Callable, reorder_fn: Callable, params: Any
     def live(node, score):
         return ((trie.node_item[node] < 0) & (score > NEG_INF / 2)).any()
 
+    def advance(step, node, score, history, last, cache):
+        feed = jnp.where(last >= 0, last, 0).reshape(-1)   # finished beams feed a harmless token
+        logits, cache = step_fn(params, feed, cache)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, beam_size, -1)
+        node, score, history, last, parent = _select(trie, logp, node, score, history, step, beam_size)
+        return node, score, history, last, parent, cache
+
     def cond(carry):
         step, node, score, *_ = carry
         return (step < depth) & live(node, score)
 
     def body(carry):
-        step, node, score, history, last, cache = carry
-        feed = jnp.where(last >= 0, last, 0).reshape(-1)   # finished beams feed a harmless token
-        logits, cache = step_fn(params, feed, cache)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, beam_size, -1)
-        node, score, history, last, parent = _select(trie, logp, node, score, history, step, beam_size)
+        # The cache is reordered to the parents chosen in the previous step only now, so the
+        # last step's reorder (a copy of every beam's cache) is never paid.
+        step, node, score, history, last, parent, cache = carry
         cache = reorder_fn(cache, (rows * beam_size + parent).reshape(-1))
-        return step + 1, node, score, history, last, cache
+        return (step + 1,) + advance(step, node, score, history, last, cache)
 
-    carry = (jnp.int32(1), node, score, history, last, cache)
-    _, node, score, history, _, _ = jax.lax.while_loop(cond, body, carry)
+    if depth > 1:
+        # Step 1 runs outside the loop: its cache is already laid out by beam (no reorder).
+        node, score, history, last, parent, cache = advance(1, node, score, history, last, cache)
+        carry = (jnp.int32(2), node, score, history, last, parent, cache)
+        _, node, score, history, *_ = jax.lax.while_loop(cond, body, carry)
 
     score, history, node = score[:, :top_k], history[:, :top_k], node[:, :top_k]
     ok = score > NEG_INF / 2

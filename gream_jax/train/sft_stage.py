@@ -63,8 +63,8 @@ def load_inputs(config, workdir) -> SftInputs:
     return SftInputs(split, sids, data.items, model_cfg, params, tokenizer, mesh, rules)
 
 
-def _eval_users(config, split) -> np.ndarray | None:
-    n = int(config.train.eval_users)
+def _eval_users(config, split, n: int) -> np.ndarray | None:
+    """A fixed, seeded subset of n users (None = all)."""
     if n <= 0 or n >= split.n_users:
         return None
     return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n, replace=False))
@@ -117,7 +117,8 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
 
     from gream_jax.train.sft_validation import DirectValidator
     validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
-    eval_users = _eval_users(config, split)
+    eval_users = _eval_users(config, split, int(tr.eval_users))
+    final_users = _eval_users(config, split, int(tr.final_eval_users))
 
     optimizer, schedule = sft.make_optimizer(tr), sft.learning_rate_schedule(tr)
     apply_fn = lambda p, tok, mask, pos, seg: api.forward(p, model_cfg, tok, mask, pos, seg)
@@ -215,9 +216,10 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     train_s = elapsed_before + time.perf_counter() - run_start
 
     best_state, best_meta = ckpt.restore(state, best=True)
-    valid = validator.evaluate(best_state["params"], split, "valid")
-    test = validator.evaluate(best_state["params"], split, "test") if evaluate_test else {}
-    summary = {"steps": final_step, "resumed_from": start_step or None, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+    valid = validator.evaluate(best_state["params"], split, "valid", final_users)
+    test = validator.evaluate(best_state["params"], split, "test", final_users) if evaluate_test else {}
+    summary = {"final_eval_users": split.n_users if final_users is None else len(final_users),
+               "steps": final_step, "resumed_from": start_step or None, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
                "best_step": best_meta["step"], "valid": valid, "test": test,
                "reasoning_share": reasoning_steps / max(final_step, 1),
                "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows if "tokens_per_s" in r] or [0])),

@@ -23,13 +23,16 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gream_jax.utils.io import write_json, write_text
+from gream_jax.utils.io import read_json, write_json, write_text
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Base workdir holding data/, index/ and sft/final.")
 _OUT = flags.DEFINE_string("out", None, "Directory for one workdir per variant.")
 _VARIANTS = flags.DEFINE_list("variants", ["sft", "grpo", "srpo", "srpo_no_bonus", "srpo_no_residual"],
                               "Variants: 'sft' or an RL objective name.")
+_EVAL_MODES = flags.DEFINE_list("eval_stage_modes", [],
+                                "Also run the eval stage in each variant's workdir for these modes "
+                                "(e.g. reasoning; its config.eval.reasoning_users subset) and add its rows.")
 _STD_ERR = flags.DEFINE_float("std_err_recall10", 0.011, "Standard error of Recall@10 (noise threshold).")
 
 LINKED = ("data", "index", "sft")
@@ -104,6 +107,17 @@ def main(argv):
             results = {"valid": rl_summary["valid"], "test": rl_summary["test"]}
             note = (f"{rl_summary['steps']} steps, best step {rl_summary['best_step']}"
                     + (" (= SFT weights)" if rl_summary["sft_selected"] else ""))
+        directory = prepare_variant_dir(base, out, variant)
+        if _EVAL_MODES.value:
+            from gream_jax.eval.stage import run_eval
+            c.eval.modes = tuple(_EVAL_MODES.value)
+            run_eval(c, directory)
+            staged = read_json(os.path.join(directory, "results.json"))
+            for split in ("valid", "test"):
+                for mode in _EVAL_MODES.value:
+                    if mode in staged.get(split, {}):
+                        rows.append({"variant": variant, "split": split, "mode": f"{mode} (eval stage)",
+                                     "note": note, **staged[split][mode]})
         summaries[variant] = {"rl": rl_summary, "figures": results, "seed": int(c.seed),
                               "wall_seconds": round(time.perf_counter() - t0, 1)}
         rows.extend(result_rows(variant, results, note))
