@@ -22,6 +22,7 @@ OUT="${OUT:-${REPO}/runs/gpu_bench}"
 PRESET="${GPU_BENCH_PRESET:-qwen3_0p6b}"
 DEADLINE_S="${GPU_BENCH_DEADLINE_S:-360}"      # whole benchmark, checkpoint writing included
 IMPLS="${GPU_BENCH_IMPLS:-jax,torch_eager,torch_compile}"
+PARTS="${GPU_BENCH_PARTS:-train,generate,beam}"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}"
@@ -35,29 +36,30 @@ log "repo ${REPO}, preset ${PRESET}, out ${OUT}"
 { nvidia-smi || echo "no nvidia-smi"; } > "${OUT}/nvidia_smi.txt" 2>&1
 head -n 15 "${OUT}/nvidia_smi.txt"
 
-# Modules the benchmark path imports, with the pip name to try if one is missing.
-for pair in jax:jax flax:flax optax:optax torch:torch transformers:transformers \
-            safetensors:safetensors absl:absl-py matplotlib:matplotlib; do
-  mod="${pair%%:*}"; pkg="${pair#*:}"
-  if ! "${PY}" -c "import ${mod}" >/dev/null 2>&1; then
-    log "module ${mod} missing: trying pip install ${pkg}"
-    timeout 90 "${PY}" -m pip install -q "${pkg}" >/dev/null 2>&1 || log "could not install ${pkg} (continuing)"
-  fi
-done
-
-"${PY}" - <<'PYEOF' 2>&1 | tee "${OUT}/versions.txt"
-import importlib
+# Versions, and the modules the benchmark imports that are missing (one Python start, not eight).
+MISSING=$("${PY}" - <<'PYEOF' 2>>"${OUT}/versions.txt"
+import importlib, sys
+missing = []
 for m in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "safetensors", "numpy", "matplotlib"):
     try:
-        print(m, importlib.import_module(m).__version__)
+        print(m, importlib.import_module(m).__version__, file=sys.stderr)
     except Exception as e:
-        print(m, "MISSING", type(e).__name__, e)
+        print(m, "MISSING", type(e).__name__, e, file=sys.stderr)
+        if m != "jaxlib":
+            missing.append(m)
 try:
     import torch
-    print("torch cuda", torch.cuda.is_available(), torch.version.cuda)
+    print("torch cuda", torch.cuda.is_available(), torch.version.cuda, file=sys.stderr)
 except Exception as e:
-    print("torch cuda check failed", e)
+    print("torch cuda check failed", e, file=sys.stderr)
+print(" ".join(missing))
 PYEOF
+)
+cat "${OUT}/versions.txt"
+for pkg in ${MISSING}; do
+  log "module ${pkg} missing: trying pip install ${pkg}"
+  timeout 90 "${PY}" -m pip install -q "${pkg}" >/dev/null 2>&1 || log "could not install ${pkg} (continuing)"
+done
 
 if [[ "${PRESET}" == "qwen3_0p6b" ]]; then
   FLAGS=(--preset=qwen3_0p6b --dtype=bfloat16 --attention=cudnn)
@@ -66,7 +68,7 @@ else   # CPU rehearsal: same flags and code paths (cuDNN then fails and the fall
 fi
 
 log "benchmark: ${IMPLS}"
-"${PY}" -m gream_jax.bench "${FLAGS[@]}" --impls="${IMPLS}" --parts=train,generate,beam \
+"${PY}" -m gream_jax.bench "${FLAGS[@]}" --impls="${IMPLS}" --parts="${PARTS}" \
   --fallbacks="cudnn:full;xla:full" --budget_s=25 --no_logit_check --deadline_s="${DEADLINE_S}" --timeout_s=240 --impl_timeouts="${GPU_BENCH_IMPL_TIMEOUTS:-jax:200,torch_eager:110}" \
   --out_dir="${OUT}" 2>&1 | tee "${OUT}/bench.log"
 rc=${PIPESTATUS[0]}

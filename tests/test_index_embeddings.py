@@ -1,6 +1,5 @@
 """Embedding sources: fusion weights/normalisation, text cache, and the Qwen backbone source."""
 
-import ml_collections
 import numpy as np
 import pytest
 
