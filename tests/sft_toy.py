@@ -144,6 +144,6 @@ def tiny_inputs(config, devices, n_users=12, n_items=30):
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
     rules = mesh_lib.DEFAULT_RULES
     model_cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=1,
-                            num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=256)
+                            num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=512)
     params = api.init_params(model_cfg, jax.random.PRNGKey(0), mesh, rules)
     return SftInputs(split, sids, items, model_cfg, params, tok, mesh, rules)

@@ -88,21 +88,23 @@ def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
                                  think_close=THINK_CLOSE, pad_id=PAD)
     chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
     partial = [t for t in range(1, m["vocab"]) if t != THINK_CLOSE and 0 < sum(t in row for row in chains) < 8]
-    stop = partial[0]
-    spec = free._replace(answer_open=stop)
+    stop, end = partial[0], partial[-1]
+    spec = free._replace(answer_open=stop, end_tokens=(end,))
     out = _reason(m, tokens, mask, spec, rng, 1.0)
     think, keep = np.asarray(out.think_tokens), np.asarray(out.think_lengths)
-    stopped, forced = np.asarray(out.stopped), np.asarray(out.forced_close)
-    assert stopped.any() and not stopped.all()
+    answered, forced = np.asarray(out.answered), np.asarray(out.forced_close)
+    assert answered.any() and not answered.all()
+    assert (~answered & (keep < spec.budget)).any()     # some chains ended their turn without answering
     written = []
     for row in range(8):
         chain = list(think[row, :keep[row]])
-        assert stop not in chain
+        assert stop not in chain and end not in chain
         np.testing.assert_array_equal(chain, chains[row, :keep[row]])
-        if stopped[row]:
+        if answered[row]:
             assert think[row, keep[row]] == stop and not forced[row]
         else:
-            assert keep[row] == spec.budget and forced[row] == (THINK_CLOSE not in chain)
+            assert keep[row] == spec.budget or think[row, keep[row]] == end
+            assert forced[row] == (THINK_CLOSE not in chain)
         written.append(prompts[row // 2] + chain + ([THINK_CLOSE] if forced[row] else []) + [stop])
     ref = direct(m, written, beam=6, k=4)
     np.testing.assert_array_equal(np.asarray(out.beams.items), np.asarray(ref.items))

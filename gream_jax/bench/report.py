@@ -76,7 +76,8 @@ def markdown(summary: dict) -> str:
     res, sp = summary["results"], summary["speedups"]
     w = summary["workload"]
     env = summary["environment"]
-    device = env.get("jax_device_kind", "?") if env.get("jax_backend") != "cpu" else \
+    backend = env.get("jax_backend") or ("gpu" if env.get("torch_cuda") else "cpu")
+    device = (env.get("jax_device_kind") or env.get("torch_device", "?")) if backend != "cpu" else \
         f"CPU ({env.get('cpu_count')} cores)"
     lines = [f"### Preset `{summary['preset']}` on {device}, {w['dtype']}",
              "",
@@ -155,7 +156,7 @@ def bar_chart(summary: dict, path: str) -> None:
         ax.tick_params(axis="x", labelsize=7)
         ax.set_ylim(0, max(vals) * 1.18)
     env = summary["environment"]
-    device = env.get("jax_device_kind", "?")
+    device = env.get("jax_device_kind") or env.get("torch_device", "?")
     fig.suptitle(f"gream_jax vs transformers+PyTorch: preset {summary['preset']}, "
                  f"{summary['workload']['dtype']}, {device}", fontsize=11)
     fig.tight_layout()

@@ -123,12 +123,12 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
             if k <= ev.num_samples:
                 m[f"pass@{k}"] = metrics_lib.mean_pass_at_k(correct, k)
         m.update(users=len(users), users_per_s=len(users) / dt,
-                 answered_rate=float(ranked.stopped.mean()),
+                 answered_rate=float(ranked.answered.mean()),
                  mean_reasoning_tokens=float(ranked.think_tokens.mean()))
         results["reasoning"] = m
         extra = [{"samples": [{"top1": data.item_ids[int(ranked.sample_items[r, j, 0])]
                                if ranked.sample_items[r, j, 0] >= 0 else None,
-                               "answered": bool(ranked.stopped[r, j]),
+                               "answered": bool(ranked.answered[r, j]),
                                "forced_close": bool(ranked.forced_close[r, j]),
                                "reasoning_tokens": int(ranked.think_tokens[r, j])}
                               for j in range(ranked.sample_items.shape[1])]}

@@ -8,11 +8,11 @@ static arguments (model config, beam, K, cache length) and input shapes: callers
 batch and prompt width fixed (see `gream_jax.infer.batching`) compile once.
 
 Reasoning mode continues on the same cache after sampling: rows that stopped early (at
-`<answer>`) had pad tokens fed while others were still writing, so those slots are marked
+`<answer>`, or at an end-of-turn token) had pad tokens fed while others were still writing, so those slots are marked
 invalid in the cache's per-slot mask and the row's rotary position rewound (the model's
 `KVCache` has a per-row slot mask and next position for exactly this kind of ragged batch). The
-stop token itself is dropped and re-appended, with `</think>` first for rows that ran out of
-budget without closing their thought, as a right-aligned chunk, so every row's last token is
+stop token itself is dropped and `<answer>` appended, with `</think>` first for rows that did not
+answer (budget spent or turn ended) and never closed their thought, as a right-aligned chunk, so every row's last token is
 `<answer>` and the beam starts from the first SID token's distribution.
 """
 
@@ -57,14 +57,17 @@ class ReasoningSpec(NamedTuple):
     answer_open: int     # token id of `<answer>` (the stop token)
     think_close: int     # token id of `</think>`
     pad_id: int
+    # End-of-turn ids (`<|im_end|>`, EOS): a chain that ends its turn without `<answer>` stops
+    # there and gets `</think>`/`<answer>` appended, like one that runs out of budget.
+    end_tokens: tuple = ()
 
 
 class ReasoningOutput(NamedTuple):
     beams: BeamResult         # [b * n, top_k]: rows user-major (user u, sample j at u * n + j)
-    think_tokens: jax.Array   # [b * n, budget] sampled ids (stop token included where stopped)
+    think_tokens: jax.Array   # [b * n, budget] sampled ids (the stop token included where one came)
     think_lengths: jax.Array  # [b * n] tokens kept as the reasoning (the stop token excluded)
-    stopped: jax.Array        # [b * n] bool: the model wrote `<answer>` itself within the budget
-    forced_close: jax.Array   # [b * n] bool: `</think>` was appended because the budget ran out
+    answered: jax.Array       # [b * n] bool: the model wrote `<answer>` itself within the budget
+    forced_close: jax.Array   # [b * n] bool: `</think>` was appended (no answer and no `</think>`)
     think_logprob: jax.Array  # [b * n] model log-prob of the kept reasoning tokens
 
 
@@ -86,10 +89,13 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
     start = cache.index
 
     text = sample_tokens(step, params, logits, cache, rng, max_new_tokens=spec.budget,
-                         stop_tokens=(spec.answer_open,), temperature=temperature, top_p=top_p,
+                         stop_tokens=(spec.answer_open,) + tuple(spec.end_tokens),
+                         temperature=temperature, top_p=top_p,
                          pad_id=spec.pad_id)
     cache = text.cache
     keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
+    last = jnp.take_along_axis(text.tokens, jnp.maximum(text.lengths - 1, 0)[:, None], axis=1)[:, 0]
+    answered = text.stopped & (last == spec.answer_open)
     slot = jnp.arange(cache.mask.shape[1], dtype=jnp.int32)[None, :]
     tail = (slot >= start + keep[:, None]) & (slot < cache.index)
     cache = cache.replace(mask=cache.mask & ~tail,
@@ -98,7 +104,7 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
     t = jnp.arange(spec.budget)[None, :]
     kept = t < keep[:, None]
     closed = ((text.tokens == spec.think_close) & kept).any(-1)
-    forced_close = ~text.stopped & ~closed
+    forced_close = ~answered & ~closed
     chunk = jnp.stack([jnp.where(forced_close, spec.think_close, spec.pad_id),
                        jnp.full_like(keep, spec.answer_open)], axis=-1)
     chunk_mask = jnp.stack([forced_close, jnp.ones_like(forced_close)], axis=-1).astype(jnp.int32)
@@ -108,4 +114,4 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
                                     spec.beam_size, spec.top_k)
     think_logprob = jnp.where(kept, text.logprobs, 0.0).sum(-1)
     return ReasoningOutput(beams=beams, think_tokens=text.tokens, think_lengths=keep,
-                           stopped=text.stopped, forced_close=forced_close, think_logprob=think_logprob)
+                           answered=answered, forced_close=forced_close, think_logprob=think_logprob)

@@ -32,7 +32,7 @@ class ReasoningRanked(Ranked):
     sample_items: np.ndarray    # [n_users, S, K] each reasoning chain's own beam
     sample_scores: np.ndarray   # [n_users, S, K]
     texts: list                 # [n_users][S] decoded reasoning text
-    stopped: np.ndarray         # [n_users, S] the model wrote `<answer>` within the budget
+    answered: np.ndarray        # [n_users, S] the model wrote `<answer>` itself within the budget
     forced_close: np.ndarray    # [n_users, S] `</think>` had to be appended
     think_tokens: np.ndarray    # [n_users, S] reasoning length in tokens
 
@@ -120,19 +120,31 @@ def merge_samples(sample_items: np.ndarray, sample_scores: np.ndarray, top_k: in
     return items, scores
 
 
+def _token_id(tokenizer, token: str):
+    """Token id or None (tokenizers differ: some return None, some raise)."""
+    try:
+        tid = tokenizer.token_to_id(token)
+    except (KeyError, ValueError):
+        return None
+    return None if tid is None or tid < 0 else int(tid)
+
+
 def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
-    from gream_jax.tasks.example import ANSWER_OPEN, THINK_CLOSE
+    from gream_jax.tasks.example import ANSWER_OPEN, IM_END, THINK_CLOSE
     ev = config.eval
     ids = {}
     for tok in (ANSWER_OPEN, THINK_CLOSE):
-        tid = tokenizer.token_to_id(tok)
-        if tid is None or tid < 0:
+        tid = _token_id(tokenizer, tok)
+        if tid is None:
             raise ValueError(f"tokenizer has no {tok!r} token: reasoning mode needs the task special tokens")
         ids[tok] = int(tid)
+    end = {int(tokenizer.eos_id)}
+    if _token_id(tokenizer, IM_END) is not None:
+        end.add(_token_id(tokenizer, IM_END))
     return decoder.ReasoningSpec(budget=int(ev.reasoning_budget), num_samples=int(ev.num_samples),
                                  beam_size=int(ev.beam_size), top_k=int(ev.top_k),
                                  answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],
-                                 pad_id=int(tokenizer.pad_id))
+                                 pad_id=int(tokenizer.pad_id), end_tokens=tuple(sorted(end)))
 
 
 def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
@@ -173,6 +185,6 @@ def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histor
     items, scores = merge_samples(sample_items, sample_scores, k)
     return ReasoningRanked(items=items, scores=scores, sample_items=sample_items,
                            sample_scores=sample_scores, texts=texts,
-                           stopped=cat(lambda p: p.stopped).reshape(n, s),
+                           answered=cat(lambda p: p.answered).reshape(n, s),
                            forced_close=cat(lambda p: p.forced_close).reshape(n, s),
                            think_tokens=lengths.reshape(n, s))

@@ -180,7 +180,7 @@ def load_inputs(config, workdir):
 
 def run_rl(config, workdir: str) -> dict:
     from gream_jax.train.checkpoint import Checkpointer
-    from gream_jax.train.sft_stage import _eval_users, _export
+    from gream_jax.train.sft_stage import _export
     from gream_jax.train.sft_validation import DirectValidator
     t_start = time.perf_counter()
     rl = config.rl
@@ -193,9 +193,9 @@ def run_rl(config, workdir: str) -> dict:
     trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
     del params
     validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
-    users = _eval_users(config, split) if not rl.eval_users else np.sort(
-        np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, min(rl.eval_users, split.n_users),
-                                                               replace=False))
+    n_eval = int(rl.eval_users) or int(config.train.eval_users)
+    users = (None if n_eval <= 0 or n_eval >= split.n_users else      # same subset rule as SFT
+             np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n_eval, replace=False)))
     metric = rl.select_metric
     ckpt = Checkpointer(stage_dir, int(rl.keep_checkpoints))
     metrics_path = os.path.join(stage_dir, "metrics.jsonl")
