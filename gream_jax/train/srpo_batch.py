@@ -68,7 +68,7 @@ def collect_groups(draw: Callable[[int], dict], batch_prompts: int, dynamic: boo
                    max_rounds: int, oversample: float) -> tuple[dict, dict]:
     """Runs rollout rounds until `batch_prompts` informative groups are kept.
 
-    draw(n) -> dict of arrays with leading axis n (prompts), including `rewards [n, G]`.
+    draw(n) -> dict of arrays with leading axis >= n (prompts), including `rewards [n', G]`.
     Returns (batch dict with leading axis batch_prompts plus `group_weight [P]`, stats).
     """
     kept: list[dict] = []
@@ -76,10 +76,10 @@ def collect_groups(draw: Callable[[int], dict], batch_prompts: int, dynamic: boo
     while n_kept < batch_prompts and rounds <= max_rounds:
         need = batch_prompts - n_kept
         n = need if rounds == 0 else max(need, int(math.ceil(need * oversample)))
-        groups = draw(n)
+        groups = draw(n)                          # may return more than n (a whole decode chunk)
         rewards = np.asarray(groups["rewards"])
         informative = ~np.all(rewards == rewards[:, :1], axis=1)
-        drawn += n
+        drawn += len(rewards)
         dropped += int((~informative).sum())
         if dynamic:
             groups = {k: np.asarray(v)[informative] for k, v in groups.items()}

@@ -97,7 +97,9 @@ class SrpoTrainer:
 
     # -- rollouts ---------------------------------------------------------------------------
     def _draw(self, n: int, seen: dict) -> dict:
-        pairs = self.pool.draw(n)
+        # Decoding runs in fixed chunks of prompts; drawing a whole chunk turns its padding rows
+        # into usable groups, so a refill round for a few groups costs no more than it must.
+        pairs = self.pool.draw(max(n, self.runner.chunk))
         max_h = int(self.config.data.max_history)
         hist_targets = [history_and_target(self.split.train, p, max_h) for p in pairs]
         prompts = [self.prompt(h) for h, _ in hist_targets]
