@@ -43,7 +43,7 @@ def get_config(arg: str | None = None):
                              "itemsearch": 200, "preferenceobtain": 100}
     config.tasks.reasoning_examples = 600
     config.tasks.reasoning_ratio = 0.03
-    config.train.steps = 1000
+    config.train.steps = 1600
     config.train.max_minutes = 0.0
     config.train.batch_size = 32            # rows of 128 tokens: ~2 dense windows per row
     config.train.seq_len = 128

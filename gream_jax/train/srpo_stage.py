@@ -262,7 +262,8 @@ def run_rl(config, workdir: str) -> dict:
             break
     if trainer.step > 0 and (not rows or "valid/" + metric not in rows[-1]):
         validate()
-    ckpt.save(trainer.step, trainer.state(), current_meta(), force=True)
+    if ckpt.latest_step() != trainer.step:   # (a time-budget stop can land on a checkpoint step)
+        ckpt.save(trainer.step, trainer.state(), current_meta(), force=True)
     write_jsonl(metrics_path, rows)
     ckpt.wait()
     train_s = elapsed_before + time.perf_counter() - run_start
