@@ -18,12 +18,25 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py); optional.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a trained experiment.")
-_ITEMS = flags.DEFINE_string("items", "", "Comma-separated raw item ids, oldest first.")
-_USER = flags.DEFINE_string("user", "", "Raw id of a user in the dataset.")
-_MODE = flags.DEFINE_enum("mode", "direct", ["direct", "reasoning"], "Recommendation mode.")
-_TOP_K = flags.DEFINE_integer("top_k", 10, "Items to print.")
+
+def _define_flags() -> dict:
+    """Defines this command's flags; called only when run as a program.
+
+    Flags are process-global in absl, so defining them at import time would clash with
+    `gream_jax.main`'s `--config`/`--workdir` whenever both modules are imported (tests, notebooks).
+    """
+    return {
+        "config": config_flags.DEFINE_config_file("config", None,
+                                                  "Experiment config (configs/*.py); optional."),
+        "workdir": flags.DEFINE_string("workdir", None, "Workdir of a trained experiment."),
+        "items": flags.DEFINE_string("items", "", "Comma-separated raw item ids, oldest first."),
+        "user": flags.DEFINE_string("user", "", "Raw id of a user in the dataset."),
+        "mode": flags.DEFINE_enum("mode", "direct", ["direct", "reasoning"], "Recommendation mode."),
+        "top_k": flags.DEFINE_integer("top_k", 10, "Items to print."),
+    }
+
+
+_FLAGS: dict = {}
 
 
 def history_from_args(items: str, user: str, data, split, max_history: int) -> np.ndarray:
@@ -95,11 +108,12 @@ def main_with_args(*, workdir: str, items: str, user: str, mode: str, top_k: int
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value:
+    values = {name: holder.value for name, holder in _FLAGS.items()}
+    if not values["workdir"]:
         raise app.UsageError("--workdir is required")
-    main_with_args(workdir=_WORKDIR.value, items=_ITEMS.value, user=_USER.value, mode=_MODE.value,
-                   top_k=_TOP_K.value, config=_CONFIG.value)
+    main_with_args(**values)
 
 
 if __name__ == "__main__":
+    _FLAGS.update(_define_flags())
     app.run(main)
