@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from gream_jax.infer.batching import left_pad
+
 
 class PromptPool:
     """(user, position) pairs of the training parts, drawn in a seeded, reshuffled-per-epoch order."""
@@ -104,19 +106,6 @@ def collect_groups(draw: Callable[[int], dict], batch_prompts: int, dynamic: boo
     return batch, stats
 
 
-def left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists -> (tokens [n, width], mask [n, width]) right-aligned (LEFT padding)."""
-    tokens = np.full((len(rows), width), pad_id, np.int32)
-    mask = np.zeros((len(rows), width), np.int32)
-    for r, row in enumerate(rows):
-        if len(row) > width:
-            raise ValueError(f"prompt of {len(row)} tokens is longer than the padded width {width}")
-        if row:
-            tokens[r, width - len(row):] = row
-            mask[r, width - len(row):] = 1
-    return tokens, mask
-
-
 def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int, micro_sequences: int,
                    rng: np.random.Generator, pad_id: int, width_bucket: int = 32) -> list[dict]:
     """Splits a kept batch into shuffled mini-batches shaped `[n_micro, micro, ...]` for the update.
@@ -128,7 +117,8 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
     p, g, r = batch["response_tokens"].shape
     longest = max(len(x) for x in batch["prompt_ids"])
     width = int(-(-longest // width_bucket) * width_bucket)
-    all_prompt, all_pmask = left_pad(list(batch["prompt_ids"]), width, pad_id)
+    prompts = list(batch["prompt_ids"])
+    all_prompt, all_pmask = left_pad(prompts, width, len(prompts), pad_id)
     order = rng.permutation(p)
     out = []
     for start in range(0, p, mini_batch_prompts):

@@ -227,7 +227,7 @@ class RolloutRunner:
 
     def run(self, params, prompts: list[list[int]], target_codes: np.ndarray, rng: jax.Array) -> dict:
         """prompts: n token lists; target_codes [n, L]. Returns arrays with leading axis n."""
-        from gream_jax.train.srpo_batch import left_pad
+        from gream_jax.infer.batching import left_pad
         from gream_jax.train.rewards import exact_hits
         n, g = len(prompts), self.g
         width = int(-(-max(len(p) for p in prompts) // self.bucket) * self.bucket)
@@ -235,7 +235,7 @@ class RolloutRunner:
         for start in range(0, n, self.chunk):
             chunk = prompts[start:start + self.chunk]
             chunk = chunk + [chunk[0]] * (self.chunk - len(chunk))
-            tokens, mask = left_pad(chunk, width, self.spec.pad_id)
+            tokens, mask = left_pad(chunk, width, len(chunk), self.spec.pad_id)
             tokens = jax.device_put(np.repeat(tokens, g, 0), self.row_sharding)
             mask = jax.device_put(np.repeat(mask, g, 0), self.row_sharding)
             rng, key = jax.random.split(rng)
