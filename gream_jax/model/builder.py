@@ -44,7 +44,7 @@ def item_text(item: Any) -> str:
 
 
 def prompt_texts() -> list[str]:
-    """The task prompt templates' wording (placeholders removed) for tokenizer training."""
+    """The task prompt templates' wording (format fields such as {title} removed) for tokenizer training."""
     from gream_jax.tasks import templates
     out = [_CHAT_WORDS]
     for name in dir(templates):
