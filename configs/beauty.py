@@ -18,7 +18,7 @@ sync with this docstring by the person who last measured them).
 
 import os
 
-from gream_jax.config_defaults import base_config
+from gream_jax.config_defaults import base_config, recipes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "beauty"))
@@ -41,27 +41,11 @@ def get_config(arg: str | None = None):
     # --- model, tasks, train (SFT owner): the ML-100k small-model recipe (2 layers x 64, dense
     # seqrec windows, prompt tasks and reasoning at a small share), bounded to ~20 minutes of 2-core
     # CPU training; validation on a fixed 1,000-user subset (22k users x beam 20 is minutes per pass).
-    config.model.num_layers = 2
-    config.model.hidden_size = 64
-    config.model.num_heads = 4
-    config.model.num_kv_heads = 4
-    config.model.head_dim = 16
-    config.model.intermediate_size = 256
-    config.model.max_position_embeddings = 512
-    config.model.tokenizer_vocab_size = 1000
+    recipes.small_from_scratch(config)
     config.tasks.examples = {"seqrec": 0, "item2index": 500, "index2item": 500, "fusionseqrec": 300,
                              "itemsearch": 300, "preferenceobtain": 100}
-    config.tasks.reasoning_examples = 600
-    config.tasks.reasoning_ratio = 0.03
     config.train.steps = 800
     config.train.max_minutes = 20.0
-    config.train.batch_size = 32
-    config.train.seq_len = 128
-    config.train.reasoning_seq_len = 512
-    config.train.reasoning_batch_size = 8
-    config.train.lr = 2e-3
-    config.train.warmup_steps = 60
-    config.train.log_every = 50
     config.train.checkpoint_every = 100
     config.train.eval_every = 200
     config.train.eval_users = 1000

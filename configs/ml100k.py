@@ -13,7 +13,7 @@ NDCG@10 0.068 (valid 0.142 / 0.063); SASRec on the same split: 0.136 / 0.064. SR
 no more than noise (about +0.005 Recall@10) in the budgets measured so far.
 """
 
-from gream_jax.config_defaults import base_config
+from gream_jax.config_defaults import base_config, recipes
 
 
 def get_config(arg: str | None = None):
@@ -32,30 +32,13 @@ def get_config(arg: str | None = None):
     # from-scratch Qwen3 2 layers x 64 wide, trained mostly on dense seqrec windows (every item of
     # a 21-item window is a target), lr 2e-3 warm-up + cosine, many small fast updates, and the
     # best-validation checkpoint kept (a constant lr overfits after a few minutes).
-    config.model.num_layers = 2
-    config.model.hidden_size = 64
-    config.model.num_heads = 4
-    config.model.num_kv_heads = 4
-    config.model.head_dim = 16
-    config.model.intermediate_size = 256
-    config.model.max_position_embeddings = 512
-    config.model.tokenizer_vocab_size = 1000  # text BPE; a smaller softmax = faster dense steps
-    config.tasks.dense_seqrec = True
+    recipes.small_from_scratch(config)
     # The prompt tasks and the reasoning chains at a small share (~10% of the tokens): the model is
     # too small to gain Direct-mode accuracy from them, but they teach the formats later stages use.
     config.tasks.examples = {"seqrec": 0, "item2index": 300, "index2item": 300, "fusionseqrec": 200,
                              "itemsearch": 200, "preferenceobtain": 100}
-    config.tasks.reasoning_examples = 600
-    config.tasks.reasoning_ratio = 0.03
     config.train.steps = 1600
     config.train.max_minutes = 0.0
-    config.train.batch_size = 32            # rows of 128 tokens: ~2 dense windows per row
-    config.train.seq_len = 128
-    config.train.reasoning_seq_len = 512
-    config.train.reasoning_batch_size = 8
-    config.train.lr = 2e-3
-    config.train.warmup_steps = 60
-    config.train.log_every = 50
     config.train.checkpoint_every = 125
     config.train.eval_every = 125
     # --- rl (issue 12 owner): SRPO in Direct mode (the SID alone; reasoning rollouts of ~500-token
