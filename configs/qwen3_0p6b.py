@@ -14,8 +14,9 @@ also fits one 80 GB GPU. SFT settings are the reference's (GREAM.md): lr 5e-5 co
 warm-up, global batch 256, rows of 2,560 tokens; see launch/README.md for per-slice batch sizes.
 """
 
-import importlib.util
 import os
+
+from gream_jax.config_defaults import recipes
 
 CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,60 +27,7 @@ HF_SHAPE = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num
 MESH = dict(data=1, fsdp=-1, tensor=1)
 # Global SFT batch / gradient accumulation for this size (per-device batch = rows / devices / accum).
 TRAIN = dict(batch_size=256, grad_accum=4)
-DATASETS = ("beauty", "industrial", "office", "ml100k")
-
-# FSDP x tensor rules, written out so they can be edited per run (`--config.mesh.rules=...`):
-# weights' `embed` dimension over fsdp, heads/MLP/vocabulary over tensor, batch over data+fsdp.
-MESH_RULES = (
-    ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("vocab", "tensor"),
-    ("mlp", "tensor"), ("heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None),
-    ("layers", None), ("norm", None), ("items", ("data", "fsdp")), ("features", None),
-    ("codes", None), ("cache_length", None), ("lora_rank", None),
-)
-
-
-def load_config_module(name: str):
-    """Imports configs/<name>.py (config files are loaded by path, not as a package)."""
-    spec = importlib.util.spec_from_file_location(f"gream_configs_{name}",
-                                                  os.path.join(CONFIGS_DIR, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def qwen3_config(size_name: str, hf_shape: dict, mesh: dict, train: dict, arg: str | None):
-    """The dataset's experiment config with a Qwen3 backbone of `hf_shape` and its mesh."""
-    dataset = arg or "beauty"
-    if dataset not in DATASETS:
-        raise ValueError(f"configs/qwen3_{size_name}.py: unknown dataset {dataset!r}; use one of {DATASETS}")
-    config = load_config_module(dataset).get_config(None)
-    config.name = f"{dataset}_qwen3_{size_name}"
-    m = config.model
-    m.checkpoint = ""   # --config.model.checkpoint=/path/to/Qwen3-<size> (HF directory)
-    for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
-                  "intermediate_size", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
-                  "max_position_embeddings"):
-        m[field] = hf_shape[field]
-    m.param_dtype = "float32"     # master weights
-    m.dtype = "bfloat16"          # compute
-    m.remat = "dots_no_batch"     # keep weight matmul outputs, recompute attention/elementwise
-    m.scan_layers = True
-    m.attention = "xla"           # GPU: --config.model.attention=cudnn (fused flash attention)
-    m.vocab_pad_multiple = 128
-    for axis, size in mesh.items():
-        config.mesh[axis] = size
-    config.mesh.rules = MESH_RULES
-    t = config.train
-    t.compute_dtype = "bfloat16"
-    t.lr = 5e-5
-    t.end_lr_factor = 0.0
-    t.seq_len = 2560
-    t.batch_size = train["batch_size"]
-    t.grad_accum = train["grad_accum"]
-    t.steps = 2000
-    t.warmup_steps = t.steps // 10
-    return config
 
 
 def get_config(arg: str | None = None):
-    return qwen3_config("0p6b", HF_SHAPE, MESH, TRAIN, arg)
+    return recipes.qwen3_config(CONFIGS_DIR, "0p6b", HF_SHAPE, MESH, TRAIN, arg)

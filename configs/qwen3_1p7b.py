@@ -9,8 +9,9 @@ Mesh: pure FSDP; 1.7B x 16 bytes ~ 28 GB of weights + optimizer state, sharded o
 (8 chips: 3.5 GB each). Shared settings and the dataset argument: see configs/qwen3_0p6b.py.
 """
 
-import importlib.util
 import os
+
+from gream_jax.config_defaults import recipes
 
 HF_SHAPE = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_layers=28,
                 num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1_000_000.0,
@@ -19,13 +20,6 @@ MESH = dict(data=1, fsdp=-1, tensor=1)
 TRAIN = dict(batch_size=256, grad_accum=8)
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qwen3_0p6b.py")
-    spec = importlib.util.spec_from_file_location("gream_configs_qwen3_0p6b", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(arg: str | None = None):
-    return _base().qwen3_config("1p7b", HF_SHAPE, MESH, TRAIN, arg)
+    return recipes.qwen3_config(os.path.dirname(os.path.abspath(__file__)), "1p7b", HF_SHAPE, MESH,
+                                TRAIN, arg)

@@ -12,8 +12,9 @@ of state: 8 devices hold ~8 GB each. tests/test_aot_compile.py compiles this sha
 8 fake CPU devices without weights and prints its per-device memory estimate.
 """
 
-import importlib.util
 import os
+
+from gream_jax.config_defaults import recipes
 
 HF_SHAPE = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_layers=36,
                 num_heads=32, num_kv_heads=8, head_dim=128, rope_theta=1_000_000.0,
@@ -22,13 +23,6 @@ MESH = dict(data=1, fsdp=-1, tensor=2)
 TRAIN = dict(batch_size=256, grad_accum=16)
 
 
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qwen3_0p6b.py")
-    spec = importlib.util.spec_from_file_location("gream_configs_qwen3_0p6b", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(arg: str | None = None):
-    return _base().qwen3_config("4b", HF_SHAPE, MESH, TRAIN, arg)
+    return recipes.qwen3_config(os.path.dirname(os.path.abspath(__file__)), "4b", HF_SHAPE, MESH,
+                                TRAIN, arg)

@@ -1,5 +1,8 @@
 """Shared experiment recipes that several `configs/*.py` files apply before their own overrides."""
 
+import importlib.util
+import os
+
 
 def small_from_scratch(config) -> None:
     """The measured small-model recipe for 2 CPU cores (baselines.md, docs/results.md "ml100k").
@@ -31,3 +34,60 @@ def small_from_scratch(config) -> None:
     t.lr = 2e-3
     t.warmup_steps = 60
     t.log_every = 50
+
+
+DATASETS = ("beauty", "industrial", "office", "ml100k")
+
+# FSDP x tensor rules, written out so they can be edited per run (`--config.mesh.rules=...`):
+# weights' `embed` dimension over fsdp, heads/MLP/vocabulary over tensor, batch over data+fsdp.
+MESH_RULES = (
+    ("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"), ("vocab", "tensor"),
+    ("mlp", "tensor"), ("heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None),
+    ("layers", None), ("norm", None), ("items", ("data", "fsdp")), ("features", None),
+    ("codes", None), ("cache_length", None), ("lora_rank", None),
+)
+
+
+def load_config_module(configs_dir: str, name: str):
+    """Imports `<configs_dir>/<name>.py` (config files are loaded by path, not as a package)."""
+    spec = importlib.util.spec_from_file_location(f"gream_configs_{name}",
+                                                  os.path.join(configs_dir, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def qwen3_config(configs_dir: str, size_name: str, hf_shape: dict, mesh: dict, train: dict,
+                 arg: str | None):
+    """The dataset config in `configs_dir` (`arg`, default beauty) with a Qwen3 backbone of
+    `hf_shape`, its mesh and the reference's SFT settings (configs/qwen3_*.py)."""
+    dataset = arg or "beauty"
+    if dataset not in DATASETS:
+        raise ValueError(f"configs/qwen3_{size_name}.py: unknown dataset {dataset!r}; use one of {DATASETS}")
+    config = load_config_module(configs_dir, dataset).get_config(None)
+    config.name = f"{dataset}_qwen3_{size_name}"
+    m = config.model
+    m.checkpoint = ""   # --config.model.checkpoint=/path/to/Qwen3-<size> (HF directory)
+    for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim",
+                  "intermediate_size", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
+                  "max_position_embeddings"):
+        m[field] = hf_shape[field]
+    m.param_dtype = "float32"     # master weights
+    m.dtype = "bfloat16"          # compute
+    m.remat = "dots_no_batch"     # keep weight matmul outputs, recompute attention/elementwise
+    m.scan_layers = True
+    m.attention = "xla"           # GPU: --config.model.attention=cudnn (fused flash attention)
+    m.vocab_pad_multiple = 128
+    for axis, size in mesh.items():
+        config.mesh[axis] = size
+    config.mesh.rules = MESH_RULES
+    t = config.train
+    t.compute_dtype = "bfloat16"
+    t.lr = 5e-5
+    t.end_lr_factor = 0.0
+    t.seq_len = 2560
+    t.batch_size = train["batch_size"]
+    t.grad_accum = train["grad_accum"]
+    t.steps = 2000
+    t.warmup_steps = t.steps // 10
+    return config
