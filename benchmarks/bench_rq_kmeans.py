@@ -1,12 +1,16 @@
 """Benchmark: jitted RQ-KMeans (gream_jax) vs scikit-learn KMeans and k-means-constrained.
 
 Same embeddings, same number of levels, codes and max Lloyd iterations (every method may stop
-earlier when its labels stop changing). Reports wall time and the final quantisation error
+earlier when its labels stop changing). Reports wall time, process CPU time (all threads: the
+fairer figure on a machine shared with other jobs) and the final quantisation error
 (mean squared residual after the last level) and, for the balanced runs, the cluster-size
 range at every level. Not a test: prints a markdown table (and writes it with --out).
 
     python benchmarks/bench_rq_kmeans.py                     # ML-100k + 200k synthetic
     python benchmarks/bench_rq_kmeans.py --only=ml100k --levels=3 --codes=32
+    # one thread each side (fair on a machine shared with other jobs):
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false \
+      intra_op_parallelism_threads=1" python benchmarks/bench_rq_kmeans.py --only=synthetic --modes plain
 
 Datasets:
 - ml100k: MiniLM (Flax, this repo) embeddings of the 1,682 MovieLens-100k item texts
@@ -68,18 +72,18 @@ def run_ours(x, ks, iters, balanced, seed, tol):
     t = time.perf_counter()
     res = rq_kmeans.fit_rq_kmeans(x, opts, seed)
     cold = time.perf_counter() - t
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     res = rq_kmeans.fit_rq_kmeans(x, opts, seed + 1)       # same shapes: compiled program reused
-    warm = time.perf_counter() - t
+    warm, warm_cpu = time.perf_counter() - t, time.process_time() - cpu
     err = mse(x, rq_kmeans.reconstruct(res.codes, res.codebooks))
-    return {"cold_s": cold, "warm_s": warm, "mse": err, "sizes": size_range(res.codes, ks),
+    return {"cold_s": cold, "warm_s": warm, "warm_cpu_s": warm_cpu, "mse": err, "sizes": size_range(res.codes, ks),
             "iters": res.lloyd_iters.tolist()}
 
 
 def run_host(x, ks, iters, seed, constrained: bool, tol):
     residual = x.copy()
     codes, n_iter = [], []
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for level, k in enumerate(ks):
         if constrained:
             from k_means_constrained import KMeansConstrained
@@ -93,22 +97,36 @@ def run_host(x, ks, iters, seed, constrained: bool, tol):
         residual = residual - km.cluster_centers_[labels].astype(np.float32)
         codes.append(labels)
         n_iter.append(int(km.n_iter_))
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     codes = np.stack(codes, axis=1)
-    return {"wall_s": wall, "mse": float(np.mean(np.sum(residual ** 2, axis=1))),
+    return {"wall_s": wall, "cpu_s": cpu, "mse": float(np.mean(np.sum(residual ** 2, axis=1))),
             "sizes": size_range(codes, ks), "iters": n_iter}
 
 
-NO_BASELINE = {"wall_s": float("nan"), "mse": float("nan"), "sizes": "-", "iters": "-"}
+NO_BASELINE = {"wall_s": float("nan"), "cpu_s": float("nan"), "mse": float("nan"), "sizes": "-", "iters": "-"}
 
 
-def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, ours_only=False):
+def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, ours_only=False, modes=("plain", "balanced")):
+    rows = []
+    if "plain" in modes:
+        rows += bench_plain(name, x, ks, iters, tol, seed, ours_only)
+    if "balanced" in modes:
+        rows += bench_balanced(name, x, ks, iters, kmc_max_rows, tol, seed, ours_only)
+    return rows
+
+
+def bench_plain(name, x, ks, iters, tol, seed, ours_only):
     rows = []
     ours = run_ours(x, ks, iters, False, seed, tol)
     sk = NO_BASELINE if ours_only else run_host(x, ks, iters, seed, constrained=False, tol=tol)
     rows.append((f"{name} {x.shape[0]}x{x.shape[1]}, {len(ks)}x{ks[0]}", "plain", "scikit-learn KMeans",
                  sk, ours))
     print(rows[-1], flush=True)
+    return rows
+
+
+def bench_balanced(name, x, ks, iters, kmc_max_rows, tol, seed, ours_only):
+    rows = []
     xb = x
     note = ""
     if x.shape[0] > kmc_max_rows and not ours_only:
@@ -123,21 +141,24 @@ def bench(name, x, ks, iters, kmc_max_rows, tol, seed=0, ours_only=False):
     return rows
 
 
-def table(rows, iters, tol):
-    out = ["| data | mode | baseline | baseline time (s) | ours cold / warm (s) | speed-up cold / warm "
+def table(rows, iters, tol, load_start):
+    out = ["| data | mode | baseline | baseline wall (CPU) s | ours cold / warm wall (warm CPU) s "
+           "| speed-up wall cold / warm (CPU warm) "
            "| baseline MSE | ours MSE | MSE change | sizes baseline / ours | Lloyd iters baseline / ours |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for data, mode, base_name, base, ours in rows:
         base_name = "(none)" if base is NO_BASELINE else base_name
-        out.append(f"| {data} | {mode} | {base_name} | {base['wall_s']:.2f} | {ours['cold_s']:.2f} / "
-                   f"{ours['warm_s']:.2f} | {base['wall_s'] / ours['cold_s']:.1f}x / "
-                   f"{base['wall_s'] / ours['warm_s']:.1f}x | {base['mse']:.5f} | {ours['mse']:.5f} | "
+        out.append(f"| {data} | {mode} | {base_name} | {base['wall_s']:.2f} ({base['cpu_s']:.1f}) | "
+                   f"{ours['cold_s']:.2f} / {ours['warm_s']:.2f} ({ours['warm_cpu_s']:.1f}) | "
+                   f"{base['wall_s'] / ours['cold_s']:.1f}x / {base['wall_s'] / ours['warm_s']:.1f}x "
+                   f"({base['cpu_s'] / ours['warm_cpu_s']:.1f}x) | {base['mse']:.5f} | {ours['mse']:.5f} | "
                    f"{100 * (ours['mse'] / base['mse'] - 1):+.2f}% | {base['sizes']} / {ours['sizes']} | "
                    f"{base['iters']} / {ours['iters']} |")
     import jax
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); {platform.machine()}, "
-               f"{cores} usable CPU cores, load average {os.getloadavg()[0]:.1f}; ours on jax "
+               f"{cores} usable CPU cores, 1-min load average {load_start:.1f} at start, "
+               f"{os.getloadavg()[0]:.1f} at end; ours on jax "
                f"{jax.__version__} {jax.default_backend()} ({jax.devices()[0].device_kind}); "
                f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     return "\n".join(out)
@@ -156,18 +177,20 @@ def main():
     p.add_argument("--cache", default="/tmp/gream_bench_ml100k_minilm.npy")
     p.add_argument("--out", default="")
     p.add_argument("--ours_only", action="store_true", help="skip the host baselines (e.g. on a GPU)")
+    p.add_argument("--modes", nargs="+", choices=["plain", "balanced"], default=["plain", "balanced"])
     args = p.parse_args()
+    load_start = os.getloadavg()[0]
     rows = []
     if args.only in ("ml100k", "all"):
         x = ml100k_embeddings(args.cache)
         for k in args.codes:
             rows += bench("ML-100k MiniLM", x, [k] * args.levels, args.iters, args.kmc_max_rows, args.tol,
-                          ours_only=args.ours_only)
+                          ours_only=args.ours_only, modes=args.modes)
     if args.only in ("synthetic", "all"):
         x = synthetic(args.synthetic_rows, 384)
         rows += bench("synthetic", x, [args.synthetic_codes] * args.levels, args.iters, args.kmc_max_rows,
-                      args.tol, ours_only=args.ours_only)
-    text = table(rows, args.iters, args.tol)
+                      args.tol, ours_only=args.ours_only, modes=args.modes)
+    text = table(rows, args.iters, args.tol, load_start)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

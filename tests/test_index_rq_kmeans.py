@@ -105,3 +105,53 @@ def test_bad_input_rejected():
         rq.fit_rq_kmeans(np.zeros((5, 3), np.float32), rq.KMeansOptions(codes_per_level=(10,)), 0)
     with pytest.raises(ValueError, match="finite"):
         rq.fit_rq_kmeans(np.full((5, 3), np.nan, np.float32), rq.KMeansOptions(codes_per_level=(2,)), 0)
+
+
+@pytest.mark.parametrize("row_shards", [1, 2])
+def test_blocked_nearest_matches_dense_argmin(row_shards):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((1536, 12)), jnp.float32)     # 3 blocks of 512 (or 3 x 256 per shard)
+    c = jnp.asarray(rng.standard_normal((9, 12)), jnp.float32)
+    a, d = rq._nearest(x, c, row_shards)
+    dense = np.sum((np.asarray(x)[:, None, :] - np.asarray(c)[None]) ** 2, axis=-1)
+    np.testing.assert_array_equal(np.asarray(a), dense.argmin(1))
+    np.testing.assert_allclose(np.asarray(d), dense.min(1), rtol=1e-4, atol=1e-4)
+    assert rq._block_rows(200192) == 512 and rq._block_rows(64) == 64 and rq._block_rows(96) == 32
+
+
+def test_codebook_is_mean_of_its_rows():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 6)).astype(np.float32)
+    for balanced in (False, True):
+        res = rq.fit_rq_kmeans(x, rq.KMeansOptions(codes_per_level=(5, 3), iters=4, balanced=balanced), seed=2)
+        residual = x
+        for level, k in enumerate((5, 3)):
+            codes = res.codes[:, level]
+            means = np.stack([residual[codes == j].mean(0) for j in range(k)])
+            np.testing.assert_allclose(res.codebooks[level], means, rtol=1e-4, atol=1e-5)
+            residual = residual - res.codebooks[level][codes]
+
+
+def test_compact_repair_rounds_respect_capacities():
+    # Everyone prefers cluster 0 (capacity 2); with one pending row per round the repair still
+    # fills every cluster exactly and cluster 0 keeps its two keenest rows (largest regret).
+    score = jnp.asarray([[0.0, 5.0, 6.0], [0.0, 1.0, 1.5], [0.0, 9.0, 9.5], [0.0, 2.0, 2.5],
+                         [0.0, 3.0, 3.1], [0.0, 4.0, 4.2]], jnp.float32)
+    caps = jnp.asarray([2, 2, 2])
+    a = np.asarray(rq.capacity_assign(score, jnp.ones((6,)), caps, pending_rows=1))
+    assert np.bincount(a, minlength=3).tolist() == [2, 2, 2]
+    assert sorted(np.flatnonzero(a == 0).tolist()) == [0, 2]
+
+
+def test_seeding_draws_only_weighted_real_rows():
+    from gream_jax.index import kmeans_seeding as seeding
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(np.concatenate([rng.standard_normal((30, 4)), np.zeros((10, 4))]), jnp.float32)
+    w = jnp.asarray([1.0] * 30 + [0.0] * 10)
+    centers = np.asarray(seeding.kmeans_plusplus(x, w, jax.random.PRNGKey(0), 8, 3))
+    rows = {tuple(r) for r in np.asarray(x[:30]).round(6).tolist()}
+    assert all(tuple(c) in rows for c in centers.round(6).tolist())          # real rows only
+    assert len({tuple(c) for c in centers.round(6).tolist()}) == 8           # D^2 sampling: distinct
+    picks = np.asarray(seeding._draw(jax.random.PRNGKey(1), jnp.asarray([0.0, 2.0, 0.0, 1.0]),
+                                     jnp.ones((4,), bool), (2000,)))
+    assert set(picks.tolist()) == {1, 3} and 0.6 < np.mean(picks == 1) < 0.73

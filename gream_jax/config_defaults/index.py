@@ -53,7 +53,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.balanced = True                # cluster sizes within [floor(n/K)-slack, ceil(n/K)+slack]
     c.balance_slack = 0
     c.kmeans_iters = 50              # max Lloyd iterations per level (stops when labels settle)
-    c.sinkhorn_iters = 20            # per Lloyd iteration, warm-started (balanced mode)
+    c.sinkhorn_iters = 20            # balanced: on the first Lloyd step of a level (later steps warm-start)
     c.sinkhorn_epsilon = 0.02        # relative to the mean cost
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
     c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
