@@ -8,7 +8,7 @@
 # (NOT the project venv); the repository is put on PYTHONPATH, nothing is installed unless a
 # needed module is missing (then one quiet `pip install` attempt, failure tolerated).
 # Workload (baselines.md): train batch 8 x 2,048 tokens, bfloat16 compute, float32 master weights,
-# AdamW, cuDNN attention; greedy generation batch 64, prompt 128, +128; constrained beam search
+# AdamW, cuDNN causal attention, chunked vocabulary loss; greedy generation batch 64, prompt 128, +128; constrained beam search
 # 32 users (prompt 64), beam 20, top-10 over 12,000 items with 3-token SIDs. Every implementation runs in its
 # own process with its own time limit, and every finished part is written at once, so one failure
 # or a time-out loses nothing else.
@@ -61,10 +61,15 @@ for pkg in ${MISSING}; do
   timeout 90 "${PY}" -m pip install -q "${pkg}" >/dev/null 2>&1 || log "could not install ${pkg} (continuing)"
 done
 
+# The fast settings (docs/benchmarks.md, "GPU levers"): bfloat16 compute on float32 master weights,
+# cuDNN attention on its mask-free causal path (the train step's causal_fast_path: the benchmark rows
+# are unpacked and unpadded), the chunked vocabulary loss (no [16k, 151,936] float32 logits), and the
+# in-place KV cache for generation. GPU_BENCH_LOSS_CHUNK=0 measures the full-logits loss instead.
+LOSS_CHUNK="${GPU_BENCH_LOSS_CHUNK:-4096}"
 if [[ "${PRESET}" == "qwen3_0p6b" ]]; then
-  FLAGS=(--preset=qwen3_0p6b --dtype=bfloat16 --attention=cudnn)
+  FLAGS=(--preset=qwen3_0p6b --dtype=bfloat16 --attention=cudnn --loss_chunk_tokens="${LOSS_CHUNK}")
 else   # CPU rehearsal: same flags and code paths (cuDNN then fails and the fallbacks run)
-  FLAGS=(--preset="${PRESET}" --dtype=bfloat16 --attention=cudnn)
+  FLAGS=(--preset="${PRESET}" --dtype=bfloat16 --attention=cudnn --loss_chunk_tokens="${LOSS_CHUNK}")
 fi
 
 log "benchmark: ${IMPLS}"

@@ -59,6 +59,10 @@ def parse_args(argv=None):
                    "cudnn on GPU with bfloat16, else xla)")
     p.add_argument("--remat", default="", help="gream_jax remat policy: none|full|dots|dots_no_batch")
     p.add_argument("--no_scan", action="store_true", help="gream_jax: unroll the layer loop")
+    p.add_argument("--loss_chunk_tokens", type=int, default=-1, help="gream_jax train: chunked "
+                   "vocabulary loss, tokens per chunk (0 = full logits; -1 = 4096 on accelerators, 0 on CPU)")
+    p.add_argument("--no_causal_fast_path", action="store_true", help="gream_jax train: always "
+                   "build the dense attention mask (no mask-free causal path for unpacked rows)")
     p.add_argument("--fallbacks", default="", help="gream_jax train: ';'-separated attention:remat "
                    "settings tried in turn if the first fails, e.g. 'cudnn:full;xla:full'")
     p.add_argument("--no_logit_check", action="store_true",
@@ -97,6 +101,9 @@ def run_worker(impl: str, parts: list[str], preset, checkpoint: str, work: str, 
            f"--fallbacks={args.fallbacks}", f"--seed={args.seed}"]
     if args.no_scan:
         cmd.append("--no_scan")
+    cmd.append(f"--loss_chunk_tokens={args.loss_chunk_tokens}")
+    if args.no_causal_fast_path:
+        cmd.append("--no_causal_fast_path")
     print(f"[bench] {impl}: {','.join(parts)}", flush=True)
     t0 = time.perf_counter()
     timeout = impl_timeouts(args.impl_timeouts).get(impl, args.timeout_s)

@@ -3,9 +3,10 @@ step (`gream_jax.train.sft`), KV-cache greedy decoding on `prefill`/`decode_step
 inference package's trie-constrained beam search (`gream_jax.infer.beam`).
 
 Levers (all from the model/trainer configs, chosen per preset in `model_config`): bfloat16 compute
-with float32 master weights, cuDNN fused attention on GPU, `nn.scan` over layers, a remat policy,
-and donated state/cache buffers (the train step donates the old state; generation donates the
-cache). Weights come from the Hugging Face directory the harness wrote, through gream_jax's own
+with float32 master weights, cuDNN fused attention on GPU taking its mask-free causal path (the
+train step's `causal_fast_path`), the chunked vocabulary loss (`loss_chunk_tokens`), `nn.scan`
+over layers, a remat policy, and donated state/cache buffers (the train step donates the old
+state; generation carries the KV cache, updated in place, through its decode loop). Weights come from the Hugging Face directory the harness wrote, through gream_jax's own
 sharded loader, so the PyTorch side runs the very same model.
 """
 
@@ -59,9 +60,20 @@ def _train_config():
                                  b1=0.9, b2=0.95, weight_decay=0.0, grad_clip=1.0)
 
 
+def default_loss_chunk_tokens(preset) -> int:
+    """Chunked vocabulary loss on accelerators (the [tokens, vocab] float32 logits of Qwen3-0.6B at
+    8 x 2,048 are 10 GB, plus their gradient); off on the CPU, where memory is not the limit."""
+    return 4096 if jax.default_backend() != "cpu" else 0
+
+
 def bench_train(checkpoint: str, preset, attention=None, remat=None, scan_layers=True,
-                budget_s: float | None = None) -> dict:
-    """gream_jax.train.sft step on [batch, seq] tokens (one segment per row, loss on all tokens)."""
+                budget_s: float | None = None, loss_chunk_tokens: int | None = None,
+                causal_fast_path: bool = True) -> dict:
+    """gream_jax.train.sft step on [batch, seq] tokens (one segment per row, loss on all tokens).
+
+    The step is the SFT stage's own, with its two levers: `causal_fast_path` (the rows are unpacked
+    and unpadded, so the run-time check picks mask-free causal attention) and `loss_chunk_tokens`
+    (None = `default_loss_chunk_tokens`; 0 = full logits)."""
     from gream_jax.model import api
     from gream_jax.train import sft
     model_cfg = model_config(preset, attention, remat, scan_layers)
@@ -70,11 +82,17 @@ def bench_train(checkpoint: str, preset, attention=None, remat=None, scan_layers
     params = load_params(checkpoint, model_cfg, mesh)
     train_cfg = _train_config()
     optimizer, schedule = sft.make_optimizer(train_cfg), sft.learning_rate_schedule(train_cfg)
+    if loss_chunk_tokens is None:
+        loss_chunk_tokens = default_loss_chunk_tokens(preset)
 
-    def apply_fn(p, tokens, attention_mask, positions, segment_ids):
-        return api.forward(p, model_cfg, tokens, attention_mask, positions, segment_ids)
+    def apply_fn(p, tokens, attention_mask, positions, segment_ids, return_hidden=False):
+        return api.forward(p, model_cfg, tokens, attention_mask, positions, segment_ids,
+                           return_hidden=return_hidden)
 
-    step_fn = sft.make_train_step(apply_fn, optimizer, schedule, compute_dtype=preset.dtype)
+    step_fn = sft.make_train_step(apply_fn, optimizer, schedule, compute_dtype=preset.dtype,
+                                  loss_chunk_tokens=loss_chunk_tokens,
+                                  head_fn=lambda p: api.lm_head_rows(p, model_cfg),
+                                  causal_fast_path=causal_fast_path)
     state = _on_mesh(sft.init_state(params, optimizer, seed=0, mesh=mesh), mesh)
     del params
     tokens = workload.train_tokens(preset, seed=1).astype(np.int32)
@@ -94,6 +112,7 @@ def bench_train(checkpoint: str, preset, attention=None, remat=None, scan_layers
     out = timing.to_dict()
     out.update(tokens_per_s=preset.batch * preset.seq / timing.median_s, final_loss=step.loss,
                attention=model_cfg.attention, remat=model_cfg.remat, scan_layers=scan_layers,
+               loss_chunk_tokens=loss_chunk_tokens, causal_fast_path=causal_fast_path,
                peak_memory_gib=_peak_memory_gib())
     return out
 

@@ -119,7 +119,9 @@ def markdown(summary: dict) -> str:
     jt = res.get("jax", {}).get("train") or {}
     if "attention" in jt:
         lines += ["", f"gream_jax train settings: attention={jt['attention']}, remat={jt['remat']}, "
-                      f"scan_layers={jt.get('scan_layers')}, final loss {jt.get('final_loss', float('nan')):.4f}"
+                      f"scan_layers={jt.get('scan_layers')}, loss_chunk_tokens={jt.get('loss_chunk_tokens')}, "
+                      f"causal_fast_path={jt.get('causal_fast_path')}, "
+                      f"final loss {jt.get('final_loss', float('nan')):.4f}"
                   + "".join(f"; tried first and failed: {f[:160]}" for f in jt.get("failed_settings", [])) + "."]
     lines += ["", "Environment: " + ", ".join(f"{k} {env[k]}" for k in (
         "jax", "flax", "torch", "transformers", "jax_backend", "jax_device_kind", "torch_threads",

@@ -79,7 +79,9 @@ def _jax_train_with_fallbacks(side, args, preset, budget) -> dict:
     for attention, remat in tries:
         try:
             out = side.bench_train(args.checkpoint, preset, attention=attention, remat=remat,
-                                   scan_layers=not args.no_scan, budget_s=budget)
+                                   scan_layers=not args.no_scan, budget_s=budget,
+                                   loss_chunk_tokens=None if args.loss_chunk_tokens < 0 else args.loss_chunk_tokens,
+                                   causal_fast_path=not args.no_causal_fast_path)
         except Exception as e:
             traceback.print_exc()
             failures.append(f"attention={attention} remat={remat}: {type(e).__name__}: {str(e)[:300]}")
@@ -115,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--attention", default="")
     p.add_argument("--remat", default="")
     p.add_argument("--no_scan", action="store_true")
+    p.add_argument("--loss_chunk_tokens", type=int, default=-1, help="jax train: -1 = the side's default")
+    p.add_argument("--no_causal_fast_path", action="store_true")
     p.add_argument("--budget_s", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fallbacks", default="",

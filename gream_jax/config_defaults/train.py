@@ -21,7 +21,18 @@ def defaults() -> ml_collections.ConfigDict:
     c.b1 = 0.9
     c.b2 = 0.98
     c.grad_clip = 1.0
+    # EMA of the parameters (gream_jax/train/ema.py): validated, selected and exported instead of
+    # the raw weights when > 0 (e.g. 0.995 averages the last ~200 updates); 0 = off.
+    c.ema_decay = 0.0
+    c.eval_raw = False            # with EMA on: also validate the raw weights (logged as valid_raw/*)
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
+    # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
+    # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
+    # materialising [rows, seq, vocab] float32 logits; same loss and gradients. causal_fast_path: a
+    # micro-batch with no padding and one example per row uses mask-free causal attention (cuDNN's
+    # causal kernel on GPU), chosen at run time, at the cost of compiling the step twice.
+    c.loss_chunk_tokens = 0
+    c.causal_fast_path = False
     c.log_every = 50
     c.checkpoint_every = 200      # orbax checkpoint of the full state (resume)
     c.keep_checkpoints = 2
@@ -42,7 +53,10 @@ def validate(config) -> None:
                  "log_every", "keep_checkpoints"):
         if int(t[name]) < 1:
             raise ConfigError(f"config.train.{name}={t[name]}: must be >= 1")
-    for name in ("checkpoint_every", "eval_every", "eval_users", "final_eval_users", "warmup_steps"):
+    if not isinstance(t.causal_fast_path, bool):
+        raise ConfigError(f"config.train.causal_fast_path={t.causal_fast_path!r}: must be True or False")
+    for name in ("checkpoint_every", "eval_every", "eval_users", "final_eval_users", "warmup_steps",
+                 "loss_chunk_tokens"):
         if int(t[name]) < 0:
             raise ConfigError(f"config.train.{name}={t[name]}: must be >= 0")
     if t.batch_size % t.grad_accum:
@@ -59,5 +73,7 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if not 0.0 <= float(t.ema_decay) < 1.0:
+        raise ConfigError(f"config.train.ema_decay={t.ema_decay}: must be in [0, 1) (0 = no EMA)")
     if t.max_minutes < 0:
         raise ConfigError(f"config.train.max_minutes={t.max_minutes}: must be >= 0")

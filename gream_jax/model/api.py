@@ -32,8 +32,10 @@ Params = dict[str, Any]
 
 @flax.struct.dataclass
 class KVCache:
-    k: jax.Array          # [L, b, T, K, hd]
-    v: jax.Array          # [L, b, T, K, hd]
+    # Keys/values in the layout the attention einsums contract directly ((b, K) batch dims, hd
+    # contracted): a decode step writes one slot per layer in place and never transposes the cache.
+    k: jax.Array          # [L, b, K, T, hd]
+    v: jax.Array          # [L, b, K, T, hd]
     mask: jax.Array       # [b, T] bool: slot holds a real token
     index: jax.Array      # [] int32: next slot to write (same for every row)
     positions: jax.Array  # [b] int32: rotary position of the row's next token
@@ -77,24 +79,42 @@ def init_params(model_cfg: ModelConfig, rng: jax.Array, mesh: Mesh, rules=None) 
     return jax.jit(init, out_shardings=shardings)(rng)
 
 
-def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask, positions=None,
+def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None, positions=None,
             segment_ids=None, return_hidden: bool = False):
     """tokens/attention_mask [b, s] -> logits [b, s, V] float32 (or hidden [b, s, d] float32).
 
     positions default to the count of real tokens before each token (left or right padding);
     with segment_ids (packing) attention never crosses segments and positions restart.
+    attention_mask=None and segment_ids=None declare unpadded rows of one sequence each: attention
+    is then plain causal with no mask array (cuDNN's causal fast path on GPU) and positions
+    default to 0..s-1.
     """
-    attention_mask = attention_mask.astype(jnp.int32)
-    if positions is None:
-        positions = positions_from_mask(attention_mask, segment_ids)
-    mask = full_sequence_mask(attention_mask, segment_ids)
+    if attention_mask is None and segment_ids is None:
+        mask = None
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+    else:
+        if attention_mask is None:
+            attention_mask = jnp.ones(tokens.shape, jnp.int32)
+        attention_mask = attention_mask.astype(jnp.int32)
+        if positions is None:
+            positions = positions_from_mask(attention_mask, segment_ids)
+        mask = full_sequence_mask(attention_mask, segment_ids)
     out, _ = Decoder(model_cfg).apply({"params": params}, tokens, positions, mask,
                                       head="none" if return_hidden else "all")
     return out
 
 
+def lm_head_rows(params: Params, model_cfg: ModelConfig):
+    """The LM head as rows [V, d]: the tied embedding, or the untied `lm_head` transposed (for the
+    chunked vocabulary loss, `gream_jax.train.losses.chunked_masked_nll`)."""
+    if model_cfg.tie_word_embeddings:
+        return params["embed_tokens"]
+    return params["lm_head"].T
+
+
 def init_cache(model_cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
-    shape = (model_cfg.num_layers, batch, max_len, model_cfg.num_kv_heads, model_cfg.head_dim)
+    shape = (model_cfg.num_layers, batch, model_cfg.num_kv_heads, max_len, model_cfg.head_dim)
     return KVCache(k=jnp.zeros(shape, model_cfg.jnp_dtype), v=jnp.zeros(shape, model_cfg.jnp_dtype),
                    mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32),
                    positions=jnp.zeros((batch,), jnp.int32))
@@ -104,8 +124,8 @@ def cache_shardings(model_cfg: ModelConfig, mesh: Mesh, batch: int, max_len: int
                     rules=None) -> KVCache:
     """KVCache of NamedShardings (batch over data axes, kv heads over tensor) for jit out_shardings."""
     rules = rules or model_cfg.rules
-    kv_shape = (model_cfg.num_layers, batch, max_len, model_cfg.num_kv_heads, model_cfg.head_dim)
-    kv = named_sharding(mesh, ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+    kv_shape = (model_cfg.num_layers, batch, model_cfg.num_kv_heads, max_len, model_cfg.head_dim)
+    kv = named_sharding(mesh, ("layers", "batch", "kv_heads", "cache_length", "head_dim"),
                         kv_shape, rules)
     return KVCache(k=kv, v=kv,
                    mask=named_sharding(mesh, ("batch", "cache_length"), (batch, max_len), rules),

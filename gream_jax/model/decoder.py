@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from gream_jax.model.config import ModelConfig
+from gream_jax.model.cpu_grads import head_logits
 from gream_jax.model.layers import DecoderLayer, RMSNorm, rope_cos_sin
 from gream_jax.model.sharding import constrain
 
@@ -56,7 +57,11 @@ def cache_mask(slot_valid, write_index, s):
 
 
 class Decoder(nn.Module):
-    """tokens [b, s] -> logits [b, s|1, V] float32, or final normed hidden [b, s, d]."""
+    """tokens [b, s] -> logits [b, s|1, V] float32, or final normed hidden [b, s, d].
+
+    mask: [b, 1, s, t] bool, or None for plain causal attention over unpadded, unpacked rows (no
+    mask array at all: the fused kernels' causal path). cache_kv: None or (k, v) [L, b, K, T, hd],
+    carried through the layer scan and updated in place at write_index."""
     cfg: ModelConfig
 
     @nn.compact
@@ -79,7 +84,9 @@ class Decoder(nn.Module):
                         in_axes=(0, nn.broadcast), length=cfg.num_layers,
                         unroll=1 if cfg.scan_layers else cfg.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-        x, new_cache = stack(cfg, name="layers")(x, cache_kv, (cos, sin, mask, write_index))
+        layer_index = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x, new_cache), _ = stack(cfg, name="layers")(
+            (x, cache_kv), layer_index, (cos, sin, mask, write_index))
         x = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name="norm")(x)
 
         if head == "none":
@@ -87,8 +94,7 @@ class Decoder(nn.Module):
         if head == "last":
             x = x[:, -1:]
         if cfg.tie_word_embeddings:
-            logits = jnp.einsum("bsd,vd->bsv", x, embedding.astype(cfg.jnp_dtype),
-                                preferred_element_type=jnp.float32)
+            logits = head_logits(x, embedding.astype(cfg.jnp_dtype))
         else:
             kernel = self.param("lm_head", nn.with_logical_partitioning(
                 nn.initializers.normal(cfg.initializer_range), ("embed", "vocab")),

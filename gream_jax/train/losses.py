@@ -8,7 +8,9 @@ peak memory is O(chunk x vocab) instead of O(batch x seq x vocab), for the same 
 unchunked head plus one extra head matmul in the backward pass. The result equals
 `gream_jax.train.sft.masked_nll` on `hidden @ head.T` (tests check values and gradients).
 
-Shapes: b batch, s sequence, d hidden, V vocabulary, N = b x (s - 1) predicted positions.
+Wired into the SFT step by `config.train.loss_chunk_tokens` (> 0; see `gream_jax.train.sft`).
+
+Shapes: b batch, s sequence, d hidden, V vocabulary, c positions per chunk, k chunks.
 """
 
 from __future__ import annotations
@@ -17,44 +19,62 @@ import jax
 import jax.numpy as jnp
 
 
+def token_nll_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """logits [..., V] float32, labels [...] int, weights [...] float32 -> (sum of weighted
+    -log p(label), weighted count of positions whose label has the largest logit).
+
+    Written for the CPU/GPU backward pass: the label's logit is picked with an iota comparison
+    (its gradient is a fused select, not a scatter into [..., V]), and "argmax == label" is
+    "label logit == max logit", reusing logsumexp's max instead of a separate variadic argmax
+    reduction (they differ only when another token ties the maximum exactly)."""
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+    logz = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    picked = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
+    hits = (picked >= top).astype(jnp.float32)
+    return jnp.sum((logz - picked) * weights), jnp.sum(jax.lax.stop_gradient(hits) * weights)
+
+
 def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, targets: jax.Array,
                        chunk: int = 1024) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sum of -log p(next token) over target positions, their count, and argmax hits.
 
-    hidden [b, s, d]: final normed hidden states (`forward(..., return_hidden=True)`);
-    head [V, d]: the LM head as rows (the tied embedding, or the untied `lm_head` transposed);
+    hidden [b, s, d]: final normed hidden states (`forward(..., return_hidden=True)`, cast to the
+    compute dtype); head [V, d]: the LM head as rows (`gream_jax.model.api.lm_head_rows`);
     tokens / targets [b, s] as for `sft.masked_nll` (position i predicts token i + 1, counted
-    where targets[:, i + 1] is set). Logits are computed in float32 from `hidden`'s dtype.
+    where targets[:, i + 1] is set). Logits are float32 from a matmul in `hidden`'s dtype, as in
+    the model's own head. `chunk` is the number of tokens per chunk: the sequence is cut into
+    pieces of max(1, chunk // b) positions and every chunk keeps the whole batch axis, so a batch
+    split over data-parallel devices stays split (no resharding of the hidden states).
     """
     if chunk <= 0:
         raise ValueError(f"chunk={chunk}: must be positive")
     b, s, d = hidden.shape
     if head.ndim != 2 or head.shape[1] != d:
         raise ValueError(f"head has shape {head.shape}; expected [vocab, {d}] to match hidden {hidden.shape}")
-    h = hidden[:, :-1].reshape(-1, d)
-    labels = tokens[:, 1:].reshape(-1)
-    mask = targets[:, 1:].reshape(-1).astype(jnp.float32)
-    n = h.shape[0]
-    chunk = min(chunk, n)
-    pad = (-n) % chunk
-    h = jnp.pad(h, ((0, pad), (0, 0)))
-    labels = jnp.pad(labels, (0, pad))
-    mask = jnp.pad(mask, (0, pad))                      # padded positions carry no weight
-    k = (n + pad) // chunk
+    h = hidden[:, :-1]                                  # [b, n, d], n = s - 1
+    labels = tokens[:, 1:]
+    mask = targets[:, 1:].astype(jnp.float32)
+    n = s - 1
+    c = min(n, max(1, chunk // b))                      # positions per chunk
+    pad = (-n) % c
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+    labels = jnp.pad(labels, ((0, 0), (0, pad)))
+    mask = jnp.pad(mask, ((0, 0), (0, pad)))            # padded positions carry no weight
+    k = (n + pad) // c
     w = head.astype(hidden.dtype)
 
     @jax.checkpoint
-    def one_chunk(h_c, y_c, m_c):
-        logits = jnp.einsum("nd,vd->nv", h_c, w, preferred_element_type=jnp.float32)
-        logz = jax.nn.logsumexp(logits, axis=-1)
-        picked = jnp.take_along_axis(logits, y_c[:, None], axis=-1)[:, 0]
-        correct = (jnp.argmax(logits, axis=-1) == y_c).astype(jnp.float32)
-        return jnp.sum((logz - picked) * m_c), jnp.sum(correct * m_c)
+    def one_chunk(h_c, y_c, m_c):                       # [b, c, d], [b, c], [b, c]
+        logits = jnp.einsum("bcd,vd->bcv", h_c, w, preferred_element_type=jnp.float32)
+        return token_nll_terms(logits, y_c, m_c)
 
     def body(carry, xs):
         nll, hits = one_chunk(*xs)
         return (carry[0] + nll, carry[1] + hits), None
 
-    xs = (h.reshape(k, chunk, d), labels.reshape(k, chunk), mask.reshape(k, chunk))
-    (total, correct), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), xs)
+    split = lambda x: jnp.moveaxis(x.reshape(b, k, c, *x.shape[2:]), 1, 0)   # [k, b, c, ...]
+    xs = (split(h), split(labels), split(mask))
+    zero = jnp.zeros((), jnp.float32)
+    (total, correct), _ = jax.lax.scan(body, (zero, zero), xs)
     return total, jnp.sum(mask), correct

@@ -6,10 +6,14 @@ placement `gream_jax.model.api.param_shardings` gives them (from the mesh rules)
 summed and divided by the total number of target tokens, so accumulation equals one large batch.
 The model enters as `apply_fn(params, tokens, attention_mask, positions, segment_ids) -> logits`,
 which keeps this module independent of the model's internals (and testable with any tiny model).
+Two throughput levers (config.train): `loss_chunk_tokens` (chunked vocabulary loss, needs
+`apply_fn(..., return_hidden=True)` and `head_fn`) and `causal_fast_path` (mask-free causal
+attention for unpacked, unpadded micro-batches, where `apply_fn` gets None mask/segments).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -18,6 +22,7 @@ import numpy as np
 import optax
 
 from gream_jax import mesh as mesh_lib
+from gream_jax.train.losses import chunked_masked_nll, token_nll_terms
 
 ApplyFn = Callable[..., jax.Array]
 BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets")
@@ -47,15 +52,13 @@ def masked_nll(logits: jax.Array, tokens: jax.Array, targets: jax.Array) -> tupl
 
     logits [b, s, V] predict the token after each position; targets [b, s] marks tokens to learn
     (never the first token of a segment, so a prediction never crosses an example boundary).
+    The labels are shifted instead of the logits (the last position gets weight 0), so the backward
+    pass writes the logits' gradient in place rather than padding a [b, s - 1, V] slice back out.
     """
-    logits = logits[:, :-1].astype(jnp.float32)
-    labels = tokens[:, 1:]
-    mask = targets[:, 1:].astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    nll = (logz - picked) * mask
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32) * mask
-    return nll.sum(), mask.sum(), correct.sum()
+    labels = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
+    weights = jnp.concatenate([targets[:, 1:], jnp.zeros_like(targets[:, :1])], axis=1).astype(jnp.float32)
+    nll, correct = token_nll_terms(logits.astype(jnp.float32), labels, weights)
+    return nll, weights.sum(), correct
 
 
 def _cast(tree, dtype):
@@ -63,18 +66,49 @@ def _cast(tree, dtype):
 
 
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    compute_dtype: str = "float32"):
-    """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq]."""
+                    compute_dtype: str = "float32", loss_chunk_tokens: int = 0,
+                    head_fn: Callable[[Any], jax.Array] | None = None, causal_fast_path: bool = False):
+    """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq].
+
+    loss_chunk_tokens > 0: the loss never materialises [rows, seq, vocab] logits; `apply_fn` is
+    called with `return_hidden=True` (final hidden states [rows, seq, d]) and `head_fn(params)`
+    gives the LM head rows [vocab, d]; `gream_jax.train.losses.chunked_masked_nll` then computes
+    the same loss and gradients one chunk of tokens at a time (recomputed in the backward pass).
+    causal_fast_path: a micro-batch whose segment ids are all 1 (no padding, one example per row)
+    runs the model with attention_mask=None and segment_ids=None, i.e. plain causal attention with
+    no mask array (cuDNN's causal kernel on GPU); any other micro-batch takes the masked path.
+    Chosen at run time with `lax.cond`, so it is always correct; the cost is a second compiled
+    copy of the forward/backward pass.
+    """
+    if int(loss_chunk_tokens) < 0:
+        raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
+    if loss_chunk_tokens and head_fn is None:
+        raise ValueError("loss_chunk_tokens > 0 needs head_fn(params) -> LM head rows [vocab, d]")
     dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
 
-    def loss_sum(params, micro):
+    def loss_sum(params, micro, plain: bool):
         p = _cast(params, dtype) if dtype != jnp.float32 else params
         seg = micro["segment_ids"]
-        logits = apply_fn(p, micro["tokens"], (seg > 0).astype(jnp.int32), micro["positions"], seg)
-        total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
+        mask, seg_arg = (None, None) if plain else ((seg > 0).astype(jnp.int32), seg)
+        if loss_chunk_tokens:
+            hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True)
+            # The model's head multiplies hidden states in the compute dtype; the float32 copy
+            # `return_hidden` gives is exact, so casting back reproduces the plain path bit for bit.
+            total, count, correct = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"],
+                                                       micro["targets"], int(loss_chunk_tokens))
+        else:
+            logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg)
+            total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
         return total, (count, correct)
 
-    grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
+    masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
+    plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
+
+    def grad_fn(params, micro):
+        if not causal_fast_path:
+            return masked_grad(params, micro)
+        plain = jnp.all(micro["segment_ids"] == 1)
+        return jax.lax.cond(plain, plain_grad, masked_grad, params, micro)
 
     def step(state, batch):
         params = state["params"]

@@ -29,6 +29,7 @@ from absl import logging
 from gream_jax import mesh as mesh_lib
 from gream_jax.model import api
 from gream_jax.tasks.curriculum import is_reasoning_step
+from gream_jax.train import ema as ema_lib
 from gream_jax.train import sft
 from gream_jax.train.checkpoint import Checkpointer
 from gream_jax.train.sft_data import make_streams
@@ -89,7 +90,7 @@ def run_sft(config, workdir: str) -> dict:
     stage_dir = os.path.join(workdir, "sft")
     inputs = load_inputs(config, workdir)
     summary, _, best_state, best_meta = train(config, stage_dir, inputs)
-    _export(os.path.join(stage_dir, "final"), best_state["params"], inputs.model_cfg, inputs.tokenizer,
+    _export(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
             {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"]})
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(os.path.join(stage_dir, "summary.json"), summary)
@@ -121,11 +122,18 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     final_users = _eval_users(config, split, int(tr.final_eval_users))
 
     optimizer, schedule = sft.make_optimizer(tr), sft.learning_rate_schedule(tr)
-    apply_fn = lambda p, tok, mask, pos, seg: api.forward(p, model_cfg, tok, mask, pos, seg)
+    apply_fn = lambda p, tok, mask, pos, seg, return_hidden=False: api.forward(
+        p, model_cfg, tok, mask, pos, seg, return_hidden=return_hidden)
     state = sft.init_state(params, optimizer, int(config.seed), mesh)
     del params
-    step_fn = sft.jit_train_step(sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype),
-                                 state, mesh, rules)
+    step_core = sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype,
+                                    loss_chunk_tokens=int(tr.loss_chunk_tokens),
+                                    head_fn=lambda p: api.lm_head_rows(p, model_cfg),
+                                    causal_fast_path=bool(tr.causal_fast_path))
+    if float(tr.ema_decay) > 0:
+        state = ema_lib.add_ema(state)
+        step_core = ema_lib.with_ema(step_core, float(tr.ema_decay))
+    step_fn = sft.jit_train_step(step_core, state, mesh, rules)
     ckpt = Checkpointer(stage_dir, int(tr.keep_checkpoints), bool(tr.async_checkpoints))
     metrics_path = os.path.join(stage_dir, "metrics.jsonl")
     rows: list[dict] = []
@@ -161,7 +169,12 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     def validate(step):
         nonlocal best, best_step
         tv = time.perf_counter()
-        figures = validator.evaluate(state["params"], split, "valid", eval_users)
+        figures = validator.evaluate(ema_lib.eval_params(state), split, "valid", eval_users)
+        if "ema" in state and bool(tr.eval_raw):
+            raw = validator.evaluate(state["params"], split, "valid", eval_users)
+            writer.scalars(step, {f"valid_raw/{k}": v for k, v in raw.items()})
+            rows.append({"step": step, **{f"valid_raw/{k}": v for k, v in raw.items()}})
+            logging.info("[sft] step %d valid (raw weights) %s", step, {k: round(v, 4) for k, v in raw.items()})
         improved = best is None or figures[METRIC] > best
         if improved:
             best, best_step = figures[METRIC], step
@@ -216,11 +229,12 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     train_s = elapsed_before + time.perf_counter() - run_start
 
     best_state, best_meta = ckpt.restore(state, best=True)
-    valid = validator.evaluate(best_state["params"], split, "valid", final_users)
-    test = validator.evaluate(best_state["params"], split, "test", final_users) if evaluate_test else {}
+    best_params = ema_lib.eval_params(best_state)
+    valid = validator.evaluate(best_params, split, "valid", final_users)
+    test = validator.evaluate(best_params, split, "test", final_users) if evaluate_test else {}
     summary = {"final_eval_users": split.n_users if final_users is None else len(final_users),
                "steps": final_step, "resumed_from": start_step or None, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
-               "best_step": best_meta["step"], "valid": valid, "test": test,
+               "best_step": best_meta["step"], "ema_decay": float(tr.ema_decay), "valid": valid, "test": test,
                "reasoning_share": reasoning_steps / max(final_step, 1),
                "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows if "tokens_per_s" in r] or [0])),
                "data": streams.stats, "epochs": streams.alignment.epoch + 1}
