@@ -33,6 +33,9 @@ def small_from_scratch(config) -> None:
     t.reasoning_batch_size = 8
     t.lr = 2e-3
     t.warmup_steps = 60
+    # Validate, select and export an EMA of the weights (docs/results.md "EMA"): on ML-100k, same
+    # seed, best valid N@10 .0691 vs .0628 for the raw weights, test R@10 .1336 vs .1273.
+    t.ema_decay = 0.995
     t.log_every = 50
 
 
