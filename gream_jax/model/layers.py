@@ -117,13 +117,19 @@ def attend(q, k, v, mask, cfg: ModelConfig):
     if mask is None:
         s, t = q.shape[1], k.shape[1]
         mask = jnp.tril(jnp.ones((s, t), bool))[None, None]
+    return _grouped_attention(q, k, v, mask, scale, "btkh")
+
+
+def _grouped_attention(q, k, v, mask, scale, kv_layout: str):
+    """Grouped-query attention by einsum, with k/v in `kv_layout`: "btkh" ([b,t,K,hd], the
+    projections' layout) or "bkth" ([b,K,T,hd], the KV cache's), contracted where they lie."""
     b, s, H, hd = q.shape
-    K = k.shape[2]
+    K = k.shape[kv_layout.index("k")]
     qg = q.reshape(b, s, K, H // K, hd)
-    scores = jnp.einsum("bskgh,btkh->bkgst", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.einsum(f"bskgh,{kv_layout}->bkgst", qg, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask[:, :, None], scores, _NEG_INF)                # mask [b,1,1,s,t]
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgst,btkh->bskgh", probs, v)
+    out = jnp.einsum(f"bkgst,{kv_layout}->bskgh", probs, v)
     return out.reshape(b, s, H, hd)
 
 
@@ -135,15 +141,7 @@ def attend_cached(q, k, v, mask, cfg: ModelConfig):
     prefill with cuDNN transposes once to the fused kernel's [b, T, K, hd] layout instead."""
     if cfg.attention == "cudnn" and q.shape[1] > 1:
         return attend(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask, cfg)
-    scale = 1.0 / math.sqrt(cfg.head_dim)
-    b, s, H, hd = q.shape
-    K = k.shape[1]
-    qg = q.reshape(b, s, K, H // K, hd)
-    scores = jnp.einsum("bskgh,bkth->bkgst", qg, k, preferred_element_type=jnp.float32) * scale
-    scores = jnp.where(mask[:, :, None], scores, _NEG_INF)                # mask [b,1,1,s,T]
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgst,bkth->bskgh", probs, v)
-    return out.reshape(b, s, H, hd)
+    return _grouped_attention(q, k, v, mask, 1.0 / math.sqrt(cfg.head_dim), "bkth")
 
 
 class Attention(nn.Module):
