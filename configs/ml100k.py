@@ -8,9 +8,10 @@ Smoke (same experiment, shrunk to about a minute on a laptop CPU):
 Expected wall time and results (2-core CPU, measured 2026-11-26, docs/results.md "ml100k"):
 prepare + index about 1-2 min; SFT 1,600 updates about 21 min (best validation at update 1,250);
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
-After SFT (EMA weights, best at update 1,250), Direct mode, all 943 users, all 1,682 items
-ranked: test Recall@10 0.134, NDCG@10 0.068 (valid 0.142 / 0.069); after SRPO 0.135 / 0.068;
-SASRec on the same split: 0.136 / 0.064. SRPO adds no more than noise in the budgets measured.
+Full pipeline (about 24 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
+items ranked, two seed-0 runs (docs/results.md, session 2): test Recall@10 0.128-0.135,
+NDCG@10 0.061-0.068 (valid 0.142-0.154 / 0.069-0.074); SASRec on the same split: 0.136 / 0.064.
+SRPO adds no more than noise in the budgets measured.
 """
 
 from gream_jax.config_defaults import base_config, recipes
