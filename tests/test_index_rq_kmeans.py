@@ -155,3 +155,15 @@ def test_seeding_draws_only_weighted_real_rows():
     picks = np.asarray(seeding._draw(jax.random.PRNGKey(1), jnp.asarray([0.0, 2.0, 0.0, 1.0]),
                                      jnp.ones((4,), bool), (2000,)))
     assert set(picks.tolist()) == {1, 3} and 0.6 < np.mean(picks == 1) < 0.73
+
+
+def test_index_config_sets_the_warm_sinkhorn_iterations_and_refuses_negative_ones():
+    from gream_jax.config_defaults import base_config, validate_config
+    from gream_jax.config_defaults.base import ConfigError
+    from gream_jax.index.stage import kmeans_options
+    config = base_config()
+    config.index.sinkhorn_warm_iters = 3
+    assert kmeans_options(config.index).sinkhorn_warm_iters == 3
+    config.index.sinkhorn_warm_iters = -1
+    with pytest.raises(ConfigError, match="config.index.sinkhorn_warm_iters"):
+        validate_config(config)

@@ -54,6 +54,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.balance_slack = 0
     c.kmeans_iters = 50              # max Lloyd iterations per level (stops when labels settle)
     c.sinkhorn_iters = 20            # balanced: on the first Lloyd step of a level (later steps warm-start)
+    c.sinkhorn_warm_iters = 1        # balanced: on every later Lloyd step (prices warm from the last step)
     c.sinkhorn_epsilon = 0.02        # relative to the mean cost
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
     c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
@@ -84,7 +85,7 @@ def validate(config) -> None:
                  "collab_window", "kmeans_iters"):
         if int(c[name]) < 1:
             raise ConfigError(f"config.index.{name}={c[name]!r}: must be >= 1")
-    for name in ("review_sentences", "balance_slack", "sinkhorn_iters", "init_sample_per_code"):
+    for name in ("review_sentences", "balance_slack", "sinkhorn_iters", "sinkhorn_warm_iters", "init_sample_per_code"):
         if int(c[name]) < 0:
             raise ConfigError(f"config.index.{name}={c[name]!r}: must be >= 0")
     if c.llm_rewrite_url and not str(c.llm_rewrite_url).startswith(("http://", "https://")):

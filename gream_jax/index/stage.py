@@ -26,7 +26,8 @@ def kmeans_options(index_cfg) -> rq_kmeans.KMeansOptions:
     return rq_kmeans.KMeansOptions(
         codes_per_level=tuple(int(k) for k in index_cfg.codes_per_level), iters=int(index_cfg.kmeans_iters),
         balanced=bool(index_cfg.balanced), balance_slack=int(index_cfg.balance_slack),
-        sinkhorn_iters=int(index_cfg.sinkhorn_iters), sinkhorn_epsilon=float(index_cfg.sinkhorn_epsilon),
+        sinkhorn_iters=int(index_cfg.sinkhorn_iters), sinkhorn_warm_iters=int(index_cfg.sinkhorn_warm_iters),
+        sinkhorn_epsilon=float(index_cfg.sinkhorn_epsilon),
         init_sample_per_code=int(index_cfg.init_sample_per_code), tol=float(index_cfg.kmeans_tol),
         stay_bonus=float(index_cfg.stay_bonus))
 
