@@ -18,6 +18,7 @@ from gream_jax import mesh as mesh_lib
 from gream_jax.index.trie import DeviceTrie, Trie
 from gream_jax.infer import batching, decoder
 from gream_jax.infer.beam import NEG_INF
+from gream_jax.tasks.tokens import token_id_or_none
 from gream_jax.utils.logging import Progress
 
 
@@ -120,27 +121,18 @@ def merge_samples(sample_items: np.ndarray, sample_scores: np.ndarray, top_k: in
     return items, scores
 
 
-def _token_id(tokenizer, token: str):
-    """Token id or None (tokenizers differ: some return None, some raise)."""
-    try:
-        tid = tokenizer.token_to_id(token)
-    except (KeyError, ValueError):
-        return None
-    return None if tid is None or tid < 0 else int(tid)
-
-
 def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
     from gream_jax.tasks.example import ANSWER_OPEN, IM_END, THINK_CLOSE
     ev = config.eval
     ids = {}
     for tok in (ANSWER_OPEN, THINK_CLOSE):
-        tid = _token_id(tokenizer, tok)
+        tid = token_id_or_none(tokenizer, tok)
         if tid is None:
             raise ValueError(f"tokenizer has no {tok!r} token: reasoning mode needs the task special tokens")
         ids[tok] = int(tid)
     end = {int(tokenizer.eos_id)}
-    if _token_id(tokenizer, IM_END) is not None:
-        end.add(_token_id(tokenizer, IM_END))
+    if token_id_or_none(tokenizer, IM_END) is not None:
+        end.add(token_id_or_none(tokenizer, IM_END))
     return decoder.ReasoningSpec(budget=int(ev.reasoning_budget), num_samples=int(ev.num_samples),
                                  beam_size=int(ev.beam_size), top_k=int(ev.top_k),
                                  answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],

@@ -17,7 +17,8 @@ class SidTokenMismatch(ValueError):
     """The SID artifact names tokens the tokenizer does not have (built for another index)."""
 
 
-def _lookup(tokenizer, token: str):
+def token_id_or_none(tokenizer, token: str):
+    """Token id or None (tokenizers differ: some return None or -1, some raise)."""
     try:
         tid = tokenizer.token_to_id(token)
     except (KeyError, ValueError):
@@ -50,7 +51,7 @@ def item_token_ids(tokenizer, semantic_ids) -> np.ndarray:
     for item in range(n_items):
         for j, tok in enumerate(semantic_ids.item_tokens(item)):
             if tok not in cache:
-                cache[tok] = _lookup(tokenizer, tok)
+                cache[tok] = token_id_or_none(tokenizer, tok)
                 if cache[tok] is None:
                     missing.append(tok)
             if cache[tok] is not None:
@@ -87,7 +88,7 @@ def encode_text(tokenizer, text: str) -> list[int]:
         if not piece:
             continue
         if _SID_TOKEN.fullmatch(piece):
-            tid = _lookup(tokenizer, piece)
+            tid = token_id_or_none(tokenizer, piece)
             if tid is not None:
                 out.append(tid)
                 continue
