@@ -25,6 +25,9 @@ def defaults() -> ml_collections.ConfigDict:
     # the raw weights when > 0 (e.g. 0.995 averages the last ~200 updates); 0 = off.
     c.ema_decay = 0.0
     c.eval_raw = False            # with EMA on: also validate the raw weights (logged as valid_raw/*)
+    # Dropout on embeddings and residual branches during SFT only (a regulariser for small
+    # from-scratch models, as in SASRec; Qwen checkpoints were pretrained without it): 0 = off.
+    c.dropout_rate = 0.0
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
     # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
@@ -73,6 +76,8 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if not 0.0 <= float(t.dropout_rate) < 1.0:
+        raise ConfigError(f"config.train.dropout_rate={t.dropout_rate}: must be in [0, 1) (0 = no dropout)")
     if not 0.0 <= float(t.ema_decay) < 1.0:
         raise ConfigError(f"config.train.ema_decay={t.ema_decay}: must be in [0, 1) (0 = no EMA)")
     if t.max_minutes < 0:

@@ -80,7 +80,8 @@ def init_params(model_cfg: ModelConfig, rng: jax.Array, mesh: Mesh, rules=None) 
 
 
 def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None, positions=None,
-            segment_ids=None, return_hidden: bool = False):
+            segment_ids=None, return_hidden: bool = False, dropout_rate: float = 0.0,
+            dropout_rng: jax.Array | None = None):
     """tokens/attention_mask [b, s] -> logits [b, s, V] float32 (or hidden [b, s, d] float32).
 
     positions default to the count of real tokens before each token (left or right padding);
@@ -88,7 +89,11 @@ def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None,
     attention_mask=None and segment_ids=None declare unpadded rows of one sequence each: attention
     is then plain causal with no mask array (cuDNN's causal fast path on GPU) and positions
     default to 0..s-1.
+    dropout_rate > 0 (training): embedding and residual-branch dropout drawn from `dropout_rng`
+    (required then); 0 is the exact inference graph.
     """
+    if dropout_rate > 0 and dropout_rng is None:
+        raise ValueError(f"forward(dropout_rate={dropout_rate}) needs a dropout_rng")
     if attention_mask is None and segment_ids is None:
         mask = None
         if positions is None:
@@ -100,8 +105,9 @@ def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None,
         if positions is None:
             positions = positions_from_mask(attention_mask, segment_ids)
         mask = full_sequence_mask(attention_mask, segment_ids)
-    out, _ = Decoder(model_cfg).apply({"params": params}, tokens, positions, mask,
-                                      head="none" if return_hidden else "all")
+    rngs = {"dropout": dropout_rng} if dropout_rate > 0 else None
+    out, _ = Decoder(model_cfg, float(dropout_rate)).apply(
+        {"params": params}, tokens, positions, mask, head="none" if return_hidden else "all", rngs=rngs)
     return out
 
 

@@ -61,8 +61,14 @@ class Decoder(nn.Module):
 
     mask: [b, 1, s, t] bool, or None for plain causal attention over unpadded, unpacked rows (no
     mask array at all: the fused kernels' causal path). cache_kv: None or (k, v) [L, b, K, T, hd],
-    carried through the layer scan and updated in place at write_index."""
+    carried through the layer scan and updated in place at write_index.
+
+    dropout_rate > 0 (training only, a regulariser for small from-scratch models; Qwen itself has
+    none): dropout on the token embeddings and on each attention / MLP output before its residual
+    add, as in SASRec. It needs a "dropout" RNG in `apply(..., rngs=...)`; 0 (inference, RL,
+    every pretrained backbone) builds exactly the dropout-free graph."""
     cfg: ModelConfig
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, tokens, positions, mask, cache_kv=None, write_index=None, head="all"):
@@ -74,18 +80,20 @@ class Decoder(nn.Module):
         # Ids must lie in [0, V); "clip" keeps stray ids at padded positions from turning into
         # NaN rows (jnp.take's default fill) that masked attention would still multiply by zero.
         x = jnp.take(embedding, tokens, axis=0, mode="clip").astype(cfg.jnp_dtype)
+        if self.dropout_rate > 0:
+            x = nn.Dropout(self.dropout_rate, deterministic=False, name="embed_dropout")(x)
         x = constrain(x, ("batch", "length", "embed"), cfg.rules)
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
 
         layer = DecoderLayer
         if cfg.remat != "none":
             layer = nn.remat(layer, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=False)
-        stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                         in_axes=(0, nn.broadcast), length=cfg.num_layers,
                         unroll=1 if cfg.scan_layers else cfg.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
         layer_index = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-        (x, new_cache), _ = stack(cfg, name="layers")(
+        (x, new_cache), _ = stack(cfg, self.dropout_rate, name="layers")(
             (x, cache_kv), layer_index, (cos, sin, mask, write_index))
         x = RMSNorm(cfg.rms_norm_eps, cfg.jnp_dtype, cfg.jnp_param_dtype, name="norm")(x)
 

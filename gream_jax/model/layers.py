@@ -207,8 +207,10 @@ class DecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)); then + mlp(norm(.)). Scanned over layers.
 
     The carry is (x [b, s, d], cache): the KV cache travels through the layer scan as carry, not as
-    a scanned input/output, so each step updates it in place instead of restacking all layers."""
+    a scanned input/output, so each step updates it in place instead of restacking all layers.
+    dropout_rate > 0: dropout on the attention and MLP outputs before each residual add (training)."""
     cfg: ModelConfig
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, carry, layer_index, consts):
@@ -218,6 +220,9 @@ class DecoderLayer(nn.Module):
         norm = dict(eps=cfg.rms_norm_eps, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
         h, cache = Attention(cfg, name="self_attn")(
             RMSNorm(**norm, name="input_layernorm")(x), cos, sin, mask, cache, layer_index, write_index)
-        x = constrain(x + h, ("batch", "length", "embed"), cfg.rules)
-        x = x + MLP(cfg, name="mlp")(RMSNorm(**norm, name="post_attention_layernorm")(x))
+        drop = ((lambda y, name: nn.Dropout(self.dropout_rate, deterministic=False, name=name)(y))
+                if self.dropout_rate > 0 else (lambda y, name: y))
+        x = constrain(x + drop(h, "attn_dropout"), ("batch", "length", "embed"), cfg.rules)
+        h = MLP(cfg, name="mlp")(RMSNorm(**norm, name="post_attention_layernorm")(x))
+        x = x + drop(h, "mlp_dropout")
         return (constrain(x, ("batch", "length", "embed"), cfg.rules), cache), None

@@ -67,7 +67,8 @@ def _cast(tree, dtype):
 
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                     compute_dtype: str = "float32", loss_chunk_tokens: int = 0,
-                    head_fn: Callable[[Any], jax.Array] | None = None, causal_fast_path: bool = False):
+                    head_fn: Callable[[Any], jax.Array] | None = None, causal_fast_path: bool = False,
+                    dropout: bool = False):
     """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq].
 
     loss_chunk_tokens > 0: the loss never materialises [rows, seq, vocab] logits; `apply_fn` is
@@ -79,6 +80,8 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     no mask array (cuDNN's causal kernel on GPU); any other micro-batch takes the masked path.
     Chosen at run time with `lax.cond`, so it is always correct; the cost is a second compiled
     copy of the forward/backward pass.
+    dropout: `apply_fn` also takes `dropout_rng=`; each micro-batch gets its own key, derived from
+    the state's seed, the step and the micro-batch index (so a resumed run draws the same masks).
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
@@ -86,41 +89,47 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         raise ValueError("loss_chunk_tokens > 0 needs head_fn(params) -> LM head rows [vocab, d]")
     dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
 
-    def loss_sum(params, micro, plain: bool):
+    def loss_sum(params, micro, rng, plain: bool):
         p = _cast(params, dtype) if dtype != jnp.float32 else params
         seg = micro["segment_ids"]
         mask, seg_arg = (None, None) if plain else ((seg > 0).astype(jnp.int32), seg)
+        extra = {"dropout_rng": rng} if dropout else {}
         if loss_chunk_tokens:
-            hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True)
+            hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True,
+                              **extra)
             # The model's head multiplies hidden states in the compute dtype; the float32 copy
             # `return_hidden` gives is exact, so casting back reproduces the plain path bit for bit.
             total, count, correct = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"],
                                                        micro["targets"], int(loss_chunk_tokens))
         else:
-            logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg)
+            logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, **extra)
             total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
         return total, (count, correct)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
     plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
 
-    def grad_fn(params, micro):
+    def grad_fn(params, micro, rng):
         if not causal_fast_path:
-            return masked_grad(params, micro)
+            return masked_grad(params, micro, rng)
         plain = jnp.all(micro["segment_ids"] == 1)
-        return jax.lax.cond(plain, plain_grad, masked_grad, params, micro)
+        return jax.lax.cond(plain, plain_grad, masked_grad, params, micro, rng)
 
     def step(state, batch):
         params = state["params"]
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
 
-        def body(carry, micro):
+        def body(carry, xs):
+            micro, index = xs
             g_acc, l_acc, n_acc, c_acc = carry
-            (l, (n, c)), g = grad_fn(params, micro)
+            (l, (n, c)), g = grad_fn(params, micro, jax.random.fold_in(step_key, index))
             return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n, c_acc + c), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-        (grads, total, count, correct), _ = jax.lax.scan(body, init, batch)
+        accum = jax.tree.leaves(batch)[0].shape[0]
+        (grads, total, count, correct), _ = jax.lax.scan(
+            body, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)

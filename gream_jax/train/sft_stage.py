@@ -122,14 +122,17 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     final_users = _eval_users(config, split, int(tr.final_eval_users))
 
     optimizer, schedule = sft.make_optimizer(tr), sft.learning_rate_schedule(tr)
-    apply_fn = lambda p, tok, mask, pos, seg, return_hidden=False: api.forward(
-        p, model_cfg, tok, mask, pos, seg, return_hidden=return_hidden)
+    dropout_rate = float(tr.dropout_rate)
+    apply_fn = lambda p, tok, mask, pos, seg, return_hidden=False, dropout_rng=None: api.forward(
+        p, model_cfg, tok, mask, pos, seg, return_hidden=return_hidden,
+        dropout_rate=dropout_rate if dropout_rng is not None else 0.0, dropout_rng=dropout_rng)
     state = sft.init_state(params, optimizer, int(config.seed), mesh)
     del params
     step_core = sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype,
                                     loss_chunk_tokens=int(tr.loss_chunk_tokens),
                                     head_fn=lambda p: api.lm_head_rows(p, model_cfg),
-                                    causal_fast_path=bool(tr.causal_fast_path))
+                                    causal_fast_path=bool(tr.causal_fast_path),
+                                    dropout=dropout_rate > 0)
     if float(tr.ema_decay) > 0:
         state = ema_lib.add_ema(state)
         step_core = ema_lib.with_ema(step_core, float(tr.ema_decay))
