@@ -1,0 +1,49 @@
+"""Paired comparison of two per-user evaluation files (gream_jax/eval/paired.py)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gream_jax.eval import paired
+
+
+def test_paired_difference_against_hand_values():
+    a = np.array([0, -1, 3, 12])          # hit@10: 1, 0, 1, 0
+    b = np.array([1, 2, -1, 12])          # hit@10: 1, 1, 0, 0
+    r = paired.paired_difference(a, b, 10)
+    assert r["recall"]["a"] == 0.5 and r["recall"]["b"] == 0.5 and r["recall"]["diff"] == 0.0
+    assert r["recall"]["only_a"] == 1 and r["recall"]["only_b"] == 1
+    d = np.array([0, 1, -1, 0], float)
+    assert r["recall"]["se"] == pytest.approx(np.std(d, ddof=1) / 2)
+    ndcg_a = np.array([1.0, 0.0, 1 / math.log2(5), 0.0])
+    ndcg_b = np.array([1 / math.log2(3), 1 / math.log2(4), 0.0, 0.0])
+    assert r["ndcg"]["diff"] == pytest.approx(np.mean(ndcg_b - ndcg_a))
+    # rank 12 is outside the top 10 but inside the top 20
+    assert paired.paired_difference(a, b, 20)["recall"]["a"] == 0.75
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_compare_files_pairs_users_and_refuses_mismatches(tmp_path):
+    rows_a = [{"user": "u1", "target": "7", "hit_rank": 0}, {"user": "u2", "target": "8", "hit_rank": -1}]
+    rows_b = [{"user": "u2", "target": "8", "hit_rank": 4}, {"user": "u1", "target": "7", "hit_rank": 0}]
+    a, b = _write(tmp_path / "a.jsonl", rows_a), _write(tmp_path / "b.jsonl", rows_b)
+    (r,) = paired.compare_files(a, b, (5,))
+    assert r["recall"]["diff"] == pytest.approx(0.5)       # u2 gains a hit, order of rows is irrelevant
+    assert "within noise" in paired.format_table([r]) or "B better" in paired.format_table([r])
+    other = _write(tmp_path / "c.jsonl", [{"user": "u1", "target": "9", "hit_rank": 0},
+                                          {"user": "u2", "target": "8", "hit_rank": 0}])
+    with pytest.raises(ValueError, match="different splits"):
+        paired.compare_files(a, other, (5,))
+    fewer = _write(tmp_path / "d.jsonl", rows_a[:1])
+    with pytest.raises(ValueError, match="different users"):
+        paired.compare_files(a, fewer, (5,))
+    bad = tmp_path / "e.jsonl"
+    bad.write_text('{"user": "u1", "target": "7", "hit_rank": 0}\n{"user": "u2"}\n')
+    with pytest.raises(ValueError, match="e.jsonl:2"):
+        paired.load_ranks(str(bad))
