@@ -47,3 +47,5 @@ def test_compare_files_pairs_users_and_refuses_mismatches(tmp_path):
     bad.write_text('{"user": "u1", "target": "7", "hit_rank": 0}\n{"user": "u2"}\n')
     with pytest.raises(ValueError, match="e.jsonl:2"):
         paired.load_ranks(str(bad))
+    with pytest.raises(ValueError, match="no such file"):
+        paired.load_ranks(str(tmp_path / "missing.jsonl"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -47,6 +48,8 @@ def paired_difference(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> dict:
 def load_ranks(path: str) -> dict[str, tuple[str, int]]:
     """user -> (target, 0-based hit rank or -1) from a per-user eval file, with clear errors."""
     out = {}
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file (the eval stage writes WORKDIR/eval/per_user_<split>_<mode>.jsonl)")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -99,7 +102,10 @@ def main(argv=None):
     p.add_argument("--ks", default="5,10,20")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.ks.split(","))
-    print(format_table(compare_files(args.a, args.b, ks)))
+    try:
+        print(format_table(compare_files(args.a, args.b, ks)))
+    except ValueError as e:
+        raise SystemExit(f"gream_jax.eval.paired: {e}") from None
 
 
 if __name__ == "__main__":
