@@ -67,8 +67,12 @@ def size_range(codes, ks):
     return f"{min(s.min() for s in sizes)}..{max(s.max() for s in sizes)}"
 
 
+SETTLE_SHARE = None     # --settle_share; None = rq_kmeans' per-mode default
+
+
 def run_ours(x, ks, iters, balanced, seed, tol):
-    opts = rq_kmeans.KMeansOptions(codes_per_level=tuple(ks), iters=iters, balanced=balanced, tol=tol)
+    opts = rq_kmeans.KMeansOptions(codes_per_level=tuple(ks), iters=iters, balanced=balanced, tol=tol,
+                                   settle_share=SETTLE_SHARE)
     t = time.perf_counter()
     res = rq_kmeans.fit_rq_kmeans(x, opts, seed)
     cold = time.perf_counter() - t
@@ -156,7 +160,11 @@ def table(rows, iters, tol, load_start):
                    f"{base['iters']} / {ours['iters']} |")
     import jax
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); {platform.machine()}, "
+    out.append(f"\nmax Lloyd iterations per level: {iters}, tol {tol} (all methods); ours also stops "
+               f"once <= {SETTLE_SHARE if SETTLE_SHARE is not None else rq_kmeans.BALANCED_SETTLE_SHARE} "
+               f"(balanced) / {SETTLE_SHARE or 0} (plain) of its labels changed on "
+               f"{rq_kmeans.KMeansOptions(codes_per_level=(1,)).settle_patience} consecutive steps; "
+               f"{platform.machine()}, "
                f"{cores} usable CPU cores, 1-min load average {load_start:.1f} at start, "
                f"{os.getloadavg()[0]:.1f} at end; ours on jax "
                f"{jax.__version__} {jax.default_backend()} ({jax.devices()[0].device_kind}); "
@@ -178,7 +186,12 @@ def main():
     p.add_argument("--out", default="")
     p.add_argument("--ours_only", action="store_true", help="skip the host baselines (e.g. on a GPU)")
     p.add_argument("--modes", nargs="+", choices=["plain", "balanced"], default=["plain", "balanced"])
+    p.add_argument("--settle_share", type=float, default=None,
+                   help="ours: stop a level once <= this share of labels changed (default: balanced "
+                        f"{rq_kmeans.BALANCED_SETTLE_SHARE}, plain 0 = labels unchanged)")
     args = p.parse_args()
+    global SETTLE_SHARE
+    SETTLE_SHARE = args.settle_share
     load_start = os.getloadavg()[0]
     rows = []
     if args.only in ("ml100k", "all"):

@@ -1,5 +1,7 @@
 """RQ-KMeans: recovers separated clusters, balanced capacities hold, mesh-independent results."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,3 +169,85 @@ def test_index_config_sets_the_warm_sinkhorn_iterations_and_refuses_negative_one
     config.index.sinkhorn_warm_iters = -1
     with pytest.raises(ConfigError, match="config.index.sinkhorn_warm_iters"):
         validate_config(config)
+
+
+def test_settle_share_stops_early_and_keeps_balance():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((400, 8)).astype(np.float32)       # no cluster structure: labels churn
+    base = dict(codes_per_level=(8, 8), iters=30, balanced=True)
+    full = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=0.0), seed=0)
+    early = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=0.05, settle_patience=1), seed=0)
+    # Share 1.0: the first step's labels (all "changed" from none) already count as settled;
+    # with patience 3 the loop needs two more steps.
+    first = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=1.0, settle_patience=1), seed=0)
+    third = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=1.0, settle_patience=3), seed=0)
+    assert np.all(first.lloyd_iters == 0) and np.all(third.lloyd_iters == 2)
+    assert np.all(early.lloyd_iters <= full.lloyd_iters) and early.lloyd_iters.sum() < full.lloyd_iters.sum()
+    assert early.level_mse[-1] < 1.05 * full.level_mse[-1]
+    for res in (early, first):
+        for level in range(2):
+            assert np.bincount(res.codes[:, level], minlength=8).tolist() == [50] * 8
+
+
+def test_gram_seeding_picks_the_same_centres():
+    from gream_jax.index import kmeans_seeding as seeding
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(np.concatenate([rng.standard_normal((90, 5)), np.zeros((6, 5))]), jnp.float32)
+    w = jnp.asarray([1.0] * 90 + [0.0] * 6)
+    for key in range(3):
+        a = seeding.kmeans_plusplus(x, w, jax.random.PRNGKey(key), 12, 4, gram=False)
+        b = seeding.kmeans_plusplus(x, w, jax.random.PRNGKey(key), 12, 4, gram=True)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_sinkhorn_matches_two_logsumexp_reference():
+    from gream_jax.index import balanced_assign as ba
+    rng = np.random.default_rng(10)
+    cost = jnp.asarray(rng.random((50, 7)) + rng.random((50, 1)), jnp.float32)
+    w = jnp.asarray([1.0] * 45 + [0.0] * 5)
+    col_mass = jnp.full((7,), 45.0 / 7)
+    eps = jnp.float32(0.05)
+
+    def reference(g):
+        log_w = jnp.where(w > 0, 0.0, -jnp.inf)
+        for _ in range(6):
+            f = -eps * jax.nn.logsumexp((g[None, :] - cost) / eps, axis=1)
+            g = eps * (jnp.log(col_mass) - jax.nn.logsumexp((f[:, None] - cost) / eps + log_w[:, None], axis=0))
+        return g
+
+    g0 = jnp.asarray(rng.standard_normal(7) * 0.1, jnp.float32)
+    g = ba.sinkhorn_prices(cost, w, col_mass, eps, 6, g0)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(reference(g0)), atol=2e-5)
+    # The prices balance the plan: column masses of the entropic plan match col_mass.
+    plan = np.asarray(jax.nn.softmax((g[None, :] - cost) / eps, axis=1) * w[:, None])
+    np.testing.assert_allclose(plan.sum(0), np.asarray(col_mass), rtol=0.1)
+
+
+def test_packed_accept_matches_three_key_sort(monkeypatch):
+    from gream_jax.index import balanced_assign as ba
+    rng = np.random.default_rng(11)
+    m, k = 60, 5
+    prop = jnp.asarray(rng.integers(0, k, m), jnp.int32)
+    prio = jnp.asarray(-rng.permutation(m) * 0.37 - 0.01, jnp.float32)   # distinct regrets
+    active = jnp.asarray(rng.random(m) < 0.8)
+    remaining = jnp.asarray([3, 0, 5, 20, 1], jnp.int32)
+    packed = np.asarray(ba._accept(prop, prio, active, remaining))
+    monkeypatch.setattr(ba, "MIN_PRIORITY_BITS", 99)                       # force the 3-key sort
+    reference = np.asarray(ba._accept(prop, prio, active, remaining))
+    np.testing.assert_array_equal(packed, reference)
+    kept = np.bincount(np.asarray(prop)[packed], minlength=k)
+    offered = np.bincount(np.asarray(prop)[np.asarray(active)], minlength=k)
+    np.testing.assert_array_equal(kept, np.minimum(offered, np.asarray(remaining)))
+
+
+def test_settle_share_default_depends_on_mode_and_is_validated():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    plain = rq.KMeansOptions(codes_per_level=(6,), iters=40)
+    default = rq.fit_rq_kmeans(x, plain, seed=0)
+    exact = rq.fit_rq_kmeans(x, dataclasses.replace(plain, settle_share=0.0), seed=0)
+    np.testing.assert_array_equal(default.codes, exact.codes)              # plain default: labels unchanged
+    with pytest.raises(ValueError, match="settle_share"):
+        rq.fit_rq_kmeans(x, dataclasses.replace(plain, settle_share=1.5), seed=0)
+    with pytest.raises(ValueError, match="settle_patience"):
+        rq.fit_rq_kmeans(x, dataclasses.replace(plain, settle_patience=0), seed=0)

@@ -106,3 +106,17 @@ def test_bad_index_config_named():
     config.index.codes_per_level = (32, 1)
     with pytest.raises(ConfigError, match="config.index.codes_per_level"):
         validate_config(config)
+    config = base_config()
+    config.index.settle_share = 1.5
+    with pytest.raises(ConfigError, match="config.index.settle_share"):
+        validate_config(config)
+
+
+def test_stage_passes_the_settle_rule_to_the_quantiser():
+    from gream_jax.index.stage import kmeans_options
+    config = base_config()
+    assert kmeans_options(config.index).settle_share is None          # the mode's default
+    config.index.settle_share = 0.0
+    config.index.settle_patience = 3
+    opts = kmeans_options(config.index)
+    assert opts.settle_share == 0.0 and opts.settle_patience == 3

@@ -58,6 +58,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.sinkhorn_epsilon = 0.02        # relative to the mean cost
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
     c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
+    # Also stop a level once <= settle_share of the rows changed label on settle_patience steps in a
+    # row; -1 = the mode's default (balanced 0.005: labels flip-flop on capacity ties at a settled
+    # error; plain 0: stop only when no label changed). See gream_jax/index/rq_kmeans.py.
+    c.settle_share = -1.0
+    c.settle_patience = 2
     c.stay_bonus = 1e-3              # balanced: relative cost bonus for keeping last step's label
     # --- collisions (gream_jax/index/collisions.py)
     c.collision = "item_token"       # one of COLLISION_SCHEMES
@@ -88,6 +93,10 @@ def validate(config) -> None:
     for name in ("review_sentences", "balance_slack", "sinkhorn_iters", "sinkhorn_warm_iters", "init_sample_per_code"):
         if int(c[name]) < 0:
             raise ConfigError(f"config.index.{name}={c[name]!r}: must be >= 0")
+    if not (float(c.settle_share) == -1.0 or 0.0 <= float(c.settle_share) <= 1.0):
+        raise ConfigError(f"config.index.settle_share={c.settle_share!r}: must be in [0, 1], or -1 for the mode's default")
+    if int(c.settle_patience) < 1:
+        raise ConfigError(f"config.index.settle_patience={c.settle_patience!r}: must be >= 1")
     if c.llm_rewrite_url and not str(c.llm_rewrite_url).startswith(("http://", "https://")):
         raise ConfigError(f"config.index.llm_rewrite_url={c.llm_rewrite_url!r}: must start with http:// or https://")
     if c.llm_rewrite_retries < 0 or c.llm_rewrite_timeout_s <= 0:

@@ -29,14 +29,20 @@ def sinkhorn_prices(cost: jax.Array, w: jax.Array, col_mass: jax.Array, eps: jax
 
     cost `[n, K]` (already scaled to mean ~1), w `[n]` row masses (0 = padding), col_mass `[K]`;
     `iters` may be traced (a different count on the cold first Lloyd step).
+
+    One exponential pass per iteration instead of two: the row update's stabilised terms
+    `E = exp((g - cost)/eps - rowmax)` with row sums `s` give the row-normalised plan `E / s`, and
+    the column update's log-sum-exp of `(f - cost)/eps` equals `log(sum_i w_i E_ij / s_i) - g_j/eps`
+    (f_i = -eps (rowmax_i + log s_i)); `E / s` lies in [0, 1], so nothing overflows.
     """
-    log_w = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
     log_b = jnp.log(col_mass)
 
     def body(_, g):
-        f = -eps * jax.nn.logsumexp((g[None, :] - cost) / eps, axis=1)          # [n]
-        lse = jax.nn.logsumexp((f[:, None] - cost) / eps + log_w[:, None], axis=0)  # [K]
-        return eps * (log_b - lse)
+        z = (g[None, :] - cost) / eps                                        # [n, K]
+        e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))
+        plan = e * (w / jnp.sum(e, axis=1))[:, None]                         # rows sum to w
+        col = jnp.sum(plan, axis=0)                                          # [K]
+        return eps * (log_b - jnp.log(jnp.maximum(col, 1e-30))) + g
 
     return jax.lax.fori_loop(0, iters, body, g0)
 
@@ -74,13 +80,35 @@ def _propose(score: jax.Array, remaining: jax.Array) -> tuple[jax.Array, jax.Arr
     return prop, best - jnp.where(jnp.isfinite(second), second, best + 1e6)
 
 
+MIN_PRIORITY_BITS = 8   # packed accept key: below this many bits for the priority, sort 3 keys
+
+
 def _accept(prop: jax.Array, prio: jax.Array, active: jax.Array, remaining: jax.Array) -> jax.Array:
-    """Which proposers each cluster keeps: its `remaining` proposers of lowest `prio`. `[m]` bool."""
+    """Which proposers each cluster keeps: its `remaining` proposers of lowest `prio`. `[m]` bool.
+
+    Rows are ordered by (cluster, priority, row). When the three fit in 31 bits with at least
+    MIN_PRIORITY_BITS for the priority, they are packed into one int32 key, because XLA:CPU sorts
+    a lone int32 array ~5x faster than a 3-operand comparator sort (0.14 vs 0.7+ ms at 1,792
+    rows; the first round's sort was a tenth of a balanced Lloyd step on ML-100k). The priority
+    is then quantised monotonically (regret r -> r / (r + mean r), 2^bits levels; near-equal
+    regrets fall back to row order). Exactness of the capacities does not depend on this order.
+    """
     m, k = prop.shape[0], remaining.shape[0]
     row = jnp.arange(m, dtype=jnp.int32)
     key_cluster = jnp.where(active, prop, k)
-    key_score = jnp.where(active, prio, jnp.inf)
-    sorted_cluster, _, order = jax.lax.sort((key_cluster, key_score, row), num_keys=3)
+    cluster_bits, row_bits = int(k).bit_length(), max(int(m - 1).bit_length(), 1)
+    prio_bits = 31 - cluster_bits - row_bits
+    if prio_bits >= MIN_PRIORITY_BITS:
+        regret = jnp.where(active & jnp.isfinite(prio), -prio, 0.0)             # >= 0, keener = larger
+        mean = jnp.sum(regret) / jnp.maximum(jnp.sum(active), 1) + 1e-30
+        levels = (1 << prio_bits) - 1
+        q = jnp.clip(((1.0 - regret / (regret + mean)) * levels).astype(jnp.int32), 0, levels)
+        packed = jnp.sort((key_cluster << (prio_bits + row_bits)) | (q << row_bits) | row)
+        order = packed & ((1 << row_bits) - 1)
+        sorted_cluster = packed >> (prio_bits + row_bits)
+    else:
+        key_score = jnp.where(active, prio, jnp.inf)
+        sorted_cluster, _, order = jax.lax.sort((key_cluster, key_score, row), num_keys=3)
     counts = jax.ops.segment_sum(jnp.ones_like(key_cluster), key_cluster, num_segments=k + 1)
     starts = jnp.cumsum(counts) - counts
     rank = jnp.zeros_like(row).at[order].set(row - starts[sorted_cluster])

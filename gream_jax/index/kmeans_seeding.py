@@ -34,32 +34,42 @@ def _draw(key: jax.Array, weights: jax.Array, valid: jax.Array, shape: tuple[int
         shape).astype(jnp.int32)
 
 
-def kmeans_plusplus(x: jax.Array, w: jax.Array, key: jax.Array, k: int, n_trials: int) -> jax.Array:
+def kmeans_plusplus(x: jax.Array, w: jax.Array, key: jax.Array, k: int, n_trials: int,
+                    gram: bool = False) -> jax.Array:
     """Greedy k-means++ (as scikit-learn): each step draws `n_trials` candidates with probability
     proportional to D^2 and keeps the one that lowers the potential most.
 
     x `[m, d]`, w `[m]` (1 = real row, 0 = padding) -> centroids `[k, d]`.
+    `gram=True` computes the Gram matrix `x x^T [m, m]` once, so a step gathers `n_trials` rows
+    of it instead of a skinny `[n_trials, d] x [d, m]` product that re-reads all of x: worth it
+    when the sample is small relative to K (same FLOPs at m = k * n_trials, but one large
+    matmul instead of k bandwidth-bound ones; ML-100k 1,792 rows, K=256: 100 -> 20 CPU-ms).
     """
     valid = w > 0
     xx = jnp.sum(x * x, axis=1)                                           # [m], once
+    if gram:
+        g = x @ x.T                                                       # [m, m], once
 
-    def sq_dists_to(rows):                                                # [t, d] -> [t, m]
-        rr = jnp.sum(rows * rows, axis=1)
-        return jnp.maximum(rr[:, None] - 2.0 * rows @ x.T + xx[None, :], 0.0) * w[None, :]
+        def sq_dists_to(idx):                                             # [t] -> [t, m]
+            return jnp.maximum(xx[idx][:, None] - 2.0 * g[idx] + xx[None, :], 0.0) * w[None, :]
+    else:
+        def sq_dists_to(idx):                                             # [t] -> [t, m]
+            rows = x[idx]
+            rr = jnp.sum(rows * rows, axis=1)
+            return jnp.maximum(rr[:, None] - 2.0 * rows @ x.T + xx[None, :], 0.0) * w[None, :]
 
     key, sub = jax.random.split(key)
     first = _draw(sub, jnp.zeros_like(w), valid, (1,))
-    d2 = sq_dists_to(x[first])[0]
-    centers = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first[0]])
+    d2 = sq_dists_to(first)[0]
+    chosen = jnp.zeros((k,), jnp.int32).at[0].set(first[0])
 
     def body(i, state):
-        centers, d2, key = state
+        chosen, d2, key = state
         key, sub = jax.random.split(key)
         cand = _draw(sub, d2, valid, (n_trials,))
-        cand_x = x[cand]                                                  # [t, d]
-        new_d2 = jnp.minimum(d2[None, :], sq_dists_to(cand_x))            # [t, m]
+        new_d2 = jnp.minimum(d2[None, :], sq_dists_to(cand))              # [t, m]
         best = jnp.argmin(jnp.sum(new_d2, axis=1))
-        return centers.at[i].set(cand_x[best]), new_d2[best], key
+        return chosen.at[i].set(cand[best]), new_d2[best], key
 
-    centers, _, _ = jax.lax.fori_loop(1, k, body, (centers, d2, key))
-    return centers
+    chosen, _, _ = jax.lax.fori_loop(1, k, body, (chosen, d2, key))
+    return x[chosen]

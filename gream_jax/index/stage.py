@@ -29,7 +29,9 @@ def kmeans_options(index_cfg) -> rq_kmeans.KMeansOptions:
         sinkhorn_iters=int(index_cfg.sinkhorn_iters), sinkhorn_warm_iters=int(index_cfg.sinkhorn_warm_iters),
         sinkhorn_epsilon=float(index_cfg.sinkhorn_epsilon),
         init_sample_per_code=int(index_cfg.init_sample_per_code), tol=float(index_cfg.kmeans_tol),
-        stay_bonus=float(index_cfg.stay_bonus))
+        stay_bonus=float(index_cfg.stay_bonus),
+        settle_share=None if float(index_cfg.settle_share) < 0 else float(index_cfg.settle_share),
+        settle_patience=int(index_cfg.settle_patience))
 
 
 def build_semantic_ids(embeddings: np.ndarray, index_cfg, seed: int, mesh=None,
