@@ -6,11 +6,12 @@ Smoke (same experiment, shrunk to about a minute on a laptop CPU):
     python -m gream_jax.main --config=configs/ml100k.py:smoke --workdir=/tmp/gream_smoke
 
 Expected wall time and results (2-core CPU, measured 2026-11-26, docs/results.md "ml100k"):
-prepare + index about 1-2 min; SFT 1,600 updates about 21 min (best validation at update 1,250);
+prepare + index about 1-2 min; SFT 1,600 updates about 13-15 min (best validation at update 750-1,250);
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
-Full pipeline (about 24 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
-items ranked, two seed-0 runs (docs/results.md, session 2): test Recall@10 0.128-0.135,
-NDCG@10 0.061-0.068 (valid 0.142-0.154 / 0.069-0.074); SASRec on the same split: 0.136 / 0.064.
+Full pipeline (about 25 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
+items ranked (docs/results.md, sessions 2-3): test Recall@10 0.123-0.135, NDCG@10 0.059-0.068 over
+three seed-0 runs; eight SFT-only runs (seeds 0-1, one change each) average 0.127 / 0.062.
+SASRec on the same split: 0.136 / 0.064 (about one standard error above our mean).
 SRPO adds no more than noise in the budgets measured.
 """
 
