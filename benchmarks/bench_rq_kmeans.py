@@ -68,6 +68,7 @@ def size_range(codes, ks):
 
 
 SETTLE_SHARE = None     # --settle_share; None = rq_kmeans' per-mode default
+REPEATS = 1             # --repeats: timed fits per side (median wall / CPU; MSE, sizes, iters of the first)
 
 
 def run_ours(x, ks, iters, balanced, seed, tol):
@@ -76,15 +77,27 @@ def run_ours(x, ks, iters, balanced, seed, tol):
     t = time.perf_counter()
     res = rq_kmeans.fit_rq_kmeans(x, opts, seed)
     cold = time.perf_counter() - t
-    t, cpu = time.perf_counter(), time.process_time()
-    res = rq_kmeans.fit_rq_kmeans(x, opts, seed + 1)       # same shapes: compiled program reused
-    warm, warm_cpu = time.perf_counter() - t, time.process_time() - cpu
+    walls, cpus, res = [], [], None
+    for r in range(REPEATS):
+        t, cpu = time.perf_counter(), time.process_time()
+        fit = rq_kmeans.fit_rq_kmeans(x, opts, seed + 1 + r)   # same shapes: compiled program reused
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - cpu)
+        res = res or fit
+    warm, warm_cpu = float(np.median(walls)), float(np.median(cpus))
     err = mse(x, rq_kmeans.reconstruct(res.codes, res.codebooks))
     return {"cold_s": cold, "warm_s": warm, "warm_cpu_s": warm_cpu, "mse": err, "sizes": size_range(res.codes, ks),
             "iters": res.lloyd_iters.tolist()}
 
 
 def run_host(x, ks, iters, seed, constrained: bool, tol):
+    """REPEATS fits (seeds seed, seed + 1, ...): median wall / CPU, the first fit's MSE, sizes, iters."""
+    runs = [_run_host_once(x, ks, iters, seed + r, constrained, tol) for r in range(REPEATS)]
+    return {**runs[0], "wall_s": float(np.median([r["wall_s"] for r in runs])),
+            "cpu_s": float(np.median([r["cpu_s"] for r in runs]))}
+
+
+def _run_host_once(x, ks, iters, seed, constrained: bool, tol):
     residual = x.copy()
     codes, n_iter = [], []
     t, cpu = time.perf_counter(), time.process_time()
@@ -164,6 +177,7 @@ def table(rows, iters, tol, load_start):
                f"once <= {SETTLE_SHARE if SETTLE_SHARE is not None else rq_kmeans.BALANCED_SETTLE_SHARE} "
                f"(balanced) / {SETTLE_SHARE or 0} (plain) of its labels changed on "
                f"{rq_kmeans.KMeansOptions(codes_per_level=(1,)).settle_patience} consecutive steps; "
+               f"times: median of {REPEATS} fit(s) per side (ours warm); MSE, sizes, iterations of the first; "
                f"{platform.machine()}, "
                f"{cores} usable CPU cores, 1-min load average {load_start:.1f} at start, "
                f"{os.getloadavg()[0]:.1f} at end; ours on jax "
@@ -189,9 +203,14 @@ def main():
     p.add_argument("--settle_share", type=float, default=None,
                    help="ours: stop a level once <= this share of labels changed (default: balanced "
                         f"{rq_kmeans.BALANCED_SETTLE_SHARE}, plain 0 = labels unchanged)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed fits per side (ours: warm fits; host: fits), median reported; MSE of the first")
     args = p.parse_args()
-    global SETTLE_SHARE
+    if args.repeats < 1:
+        p.error(f"--repeats={args.repeats}: must be >= 1")
+    global SETTLE_SHARE, REPEATS
     SETTLE_SHARE = args.settle_share
+    REPEATS = args.repeats
     load_start = os.getloadavg()[0]
     rows = []
     if args.only in ("ml100k", "all"):
