@@ -30,18 +30,24 @@ def target_rank(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1), -1)
 
 
+def gains_at_k(rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-based target ranks (-1 = absent) -> per-user hit@k and NDCG@k, each [n] float64."""
+    rank = np.asarray(rank)
+    inside = (rank >= 0) & (rank < k)
+    return inside.astype(np.float64), np.where(inside, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+
+
 def recall_at_k(ranked, targets, k: int) -> float:
     ranked, targets = np.asarray(ranked), np.asarray(targets)
     _check(ranked, targets, k)
-    rank = target_rank(ranked[:, :k], targets)
-    return float(np.mean(rank >= 0)) if len(targets) else 0.0
+    hit, _ = gains_at_k(target_rank(ranked[:, :k], targets), k)
+    return float(np.mean(hit)) if len(targets) else 0.0
 
 
 def ndcg_at_k(ranked, targets, k: int) -> float:
     ranked, targets = np.asarray(ranked), np.asarray(targets)
     _check(ranked, targets, k)
-    rank = target_rank(ranked[:, :k], targets)
-    gain = np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    _, gain = gains_at_k(target_rank(ranked[:, :k], targets), k)
     return float(np.mean(gain)) if len(targets) else 0.0
 
 

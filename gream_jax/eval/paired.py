@@ -18,13 +18,7 @@ import os
 
 import numpy as np
 
-
-def per_user_gains(hit_rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """0-based ranks (-1 = not returned) -> per-user hit@k and NDCG@k, each [users] float."""
-    hit_rank = np.asarray(hit_rank)
-    inside = (hit_rank >= 0) & (hit_rank < k)
-    ndcg = np.where(inside, 1.0 / np.log2(np.maximum(hit_rank, 0) + 2.0), 0.0)
-    return inside.astype(np.float64), ndcg
+from gream_jax.eval.metrics import gains_at_k
 
 
 def paired_difference(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> dict:
@@ -34,8 +28,8 @@ def paired_difference(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> dict:
         raise ValueError(f"paired_difference: need two equal, non-empty [users] rank arrays, got "
                          f"{rank_a.shape} and {rank_b.shape}")
     n = len(rank_a)
-    hit_a, ndcg_a = per_user_gains(rank_a, k)
-    hit_b, ndcg_b = per_user_gains(rank_b, k)
+    hit_a, ndcg_a = gains_at_k(rank_a, k)
+    hit_b, ndcg_b = gains_at_k(rank_b, k)
     out = {"users": n, "k": k}
     for name, a, b in (("recall", hit_a, hit_b), ("ndcg", ndcg_a, ndcg_b)):
         d = b - a
