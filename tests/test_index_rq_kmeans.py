@@ -109,16 +109,24 @@ def test_bad_input_rejected():
         rq.fit_rq_kmeans(np.full((5, 3), np.nan, np.float32), rq.KMeansOptions(codes_per_level=(2,)), 0)
 
 
+@pytest.mark.parametrize("single_block_floats", [0, 1 << 20])
 @pytest.mark.parametrize("row_shards", [1, 2])
-def test_blocked_nearest_matches_dense_argmin(row_shards):
+def test_blocked_nearest_matches_dense_argmin(row_shards, single_block_floats, monkeypatch):
+    # 0: the blocked loop (3 blocks of 512, or 3 x 256 per shard); 1 << 20: one block.
+    monkeypatch.setattr(rq, "SINGLE_BLOCK_FLOATS", single_block_floats)
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.standard_normal((1536, 12)), jnp.float32)     # 3 blocks of 512 (or 3 x 256 per shard)
+    x = jnp.asarray(rng.standard_normal((1536, 12)), jnp.float32)
     c = jnp.asarray(rng.standard_normal((9, 12)), jnp.float32)
+    c = c.at[4].set(c[2])                 # a duplicated centre: the first index of the tie wins
     a, d = rq._nearest(x, c, row_shards)
     dense = np.sum((np.asarray(x)[:, None, :] - np.asarray(c)[None]) ** 2, axis=-1)
     np.testing.assert_array_equal(np.asarray(a), dense.argmin(1))
     np.testing.assert_allclose(np.asarray(d), dense.min(1), rtol=1e-4, atol=1e-4)
-    assert rq._block_rows(200192) == 512 and rq._block_rows(64) == 64 and rq._block_rows(96) == 32
+
+
+def test_block_rows():
+    assert rq._block_rows(200192, 256) == 512 and rq._block_rows(64, 1 << 20) == 64
+    assert rq._block_rows(96, 1 << 20) == 32 and rq._block_rows(1792, 32) == 1792
 
 
 def test_codebook_is_mean_of_its_rows():
