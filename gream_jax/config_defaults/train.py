@@ -28,6 +28,11 @@ def defaults() -> ml_collections.ConfigDict:
     # Dropout on embeddings and residual branches during SFT only (a regulariser for small
     # from-scratch models, as in SASRec; Qwen checkpoints were pretrained without it): 0 = off.
     c.dropout_rate = 0.0
+    # Repeat unlikelihood (gream_jax/train/losses.py): weight of -log(1 - p(earlier item)) at every
+    # dense-window position that predicts an item-unique token, so the model learns not to
+    # recommend what the user already has (ML-100k users never rate an item twice; a CE-only model
+    # put 2.5 of its top 10 there). Needs config.index.collision="item_token". 0 = off.
+    c.repeat_unlikelihood = 0.0
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
     # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
@@ -76,6 +81,14 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if float(t.repeat_unlikelihood) < 0:
+        raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood}: must be >= 0 (0 = off)")
+    if float(t.repeat_unlikelihood) > 0 and config.index.collision != "item_token":
+        raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood} needs an item-unique last SID "
+                          f"token, i.e. config.index.collision='item_token' (got {config.index.collision!r})")
+    if float(t.repeat_unlikelihood) > 0 and not config.tasks.dense_seqrec:
+        raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood} acts on dense seqrec windows "
+                          f"only; set config.tasks.dense_seqrec=True or the weight to 0")
     if not 0.0 <= float(t.dropout_rate) < 1.0:
         raise ConfigError(f"config.train.dropout_rate={t.dropout_rate}: must be in [0, 1) (0 = no dropout)")
     if not 0.0 <= float(t.ema_decay) < 1.0:

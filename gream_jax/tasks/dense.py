@@ -50,3 +50,14 @@ def window_tokens(items: np.ndarray, table: np.ndarray, bos: int) -> tuple[list[
         ids.extend(toks)
         mask.extend([1 if k > 0 else 0] * len(toks))
     return ids, mask
+
+
+def window_item_ends(items: np.ndarray, table: np.ndarray) -> list[int]:
+    """Per token of `window_tokens(items, ...)`: 1 on each item's last SID token, else 0 (the
+    repeat-unlikelihood term penalises these tokens of earlier items; meaningful when the last SID
+    level is item-unique, `config.index.collision="item_token"`)."""
+    ends = [0]
+    for item in items:
+        n = len(sid_ids(table, int(item)))
+        ends.extend([0] * (n - 1) + [1])
+    return ends

@@ -62,11 +62,13 @@ def tokenize_chat(tokenizer, examples, seq_len: int, stats: TokenStats) -> list[
     return out
 
 
-def pack(examples: list[tuple[np.ndarray, np.ndarray]], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Greedy in-order packing into [rows, seq_len] arrays: tokens, segment_ids, positions, targets."""
+def pack(examples: list[tuple[np.ndarray, ...]], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Greedy in-order packing into [rows, seq_len] arrays: tokens, segment_ids, positions, targets,
+    item_ends. An example is (ids, target mask) or (ids, target mask, item ends); item_ends is 0
+    for examples without it (only dense windows mark their items' item-unique tokens)."""
     rows: list[list[int]] = []
     fill = seq_len  # force a new row for the first example
-    for k, (ids, _) in enumerate(examples):
+    for k, (ids, *_) in enumerate(examples):
         if len(ids) > seq_len:
             raise ValueError(f"example {k} has {len(ids)} tokens > seq_len={seq_len}; fit_to_length first")
         if fill + len(ids) > seq_len:
@@ -79,17 +81,21 @@ def pack(examples: list[tuple[np.ndarray, np.ndarray]], seq_len: int, pad_id: in
     segments = np.zeros((n, seq_len), np.int32)
     positions = np.zeros((n, seq_len), np.int32)
     targets = np.zeros((n, seq_len), np.uint8)
+    item_ends = np.zeros((n, seq_len), np.uint8)
     for r, members in enumerate(rows):
         at = 0
         for s, k in enumerate(members, start=1):
-            ids, mask = examples[k]
+            ids, mask = examples[k][:2]
             m = len(ids)
             tokens[r, at:at + m] = ids
             segments[r, at:at + m] = s
             positions[r, at:at + m] = np.arange(m)
             targets[r, at:at + m] = mask
+            if len(examples[k]) > 2:
+                item_ends[r, at:at + m] = examples[k][2]
             at += m
-    return {"tokens": tokens, "segment_ids": segments, "positions": positions, "targets": targets}
+    return {"tokens": tokens, "segment_ids": segments, "positions": positions, "targets": targets,
+            "item_ends": item_ends}
 
 
 class PackedStream:

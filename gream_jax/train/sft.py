@@ -22,10 +22,12 @@ import numpy as np
 import optax
 
 from gream_jax import mesh as mesh_lib
-from gream_jax.train.losses import chunked_masked_nll, token_nll_terms
+from gream_jax.train.losses import chunked_masked_nll, repeat_unlikelihood_terms, token_nll_terms
 
 ApplyFn = Callable[..., jax.Array]
-BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets")
+# item_ends marks each dense-window item's item-unique (last SID) token (batching.pack), for the
+# repeat-unlikelihood term; batches built without it get zeros (`device_batch`).
+BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets", "item_ends")
 
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
@@ -68,7 +70,7 @@ def _cast(tree, dtype):
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                     compute_dtype: str = "float32", loss_chunk_tokens: int = 0,
                     head_fn: Callable[[Any], jax.Array] | None = None, causal_fast_path: bool = False,
-                    dropout: bool = False):
+                    dropout: bool = False, repeat_unlikelihood: float = 0.0):
     """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq].
 
     loss_chunk_tokens > 0: the loss never materialises [rows, seq, vocab] logits; `apply_fn` is
@@ -82,12 +84,18 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     copy of the forward/backward pass.
     dropout: `apply_fn` also takes `dropout_rng=`; each micro-batch gets its own key, derived from
     the state's seed, the step and the micro-batch index (so a resumed run draws the same masks).
+    repeat_unlikelihood > 0: adds that weight times `losses.repeat_unlikelihood_terms` (earlier
+    items of a dense window penalised at every item-unique target position) to the summed loss,
+    and logs `repeat_ul` (its mean per pair) and `repeat_pairs`; `loss` stays the cross-entropy.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
     if loss_chunk_tokens and head_fn is None:
         raise ValueError("loss_chunk_tokens > 0 needs head_fn(params) -> LM head rows [vocab, d]")
     dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
+    ul_weight = float(repeat_unlikelihood)
+    if ul_weight < 0:
+        raise ValueError(f"repeat_unlikelihood={repeat_unlikelihood}: must be >= 0")
 
     def loss_sum(params, micro, rng, plain: bool):
         p = _cast(params, dtype) if dtype != jnp.float32 else params
@@ -99,12 +107,22 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                               **extra)
             # The model's head multiplies hidden states in the compute dtype; the float32 copy
             # `return_hidden` gives is exact, so casting back reproduces the plain path bit for bit.
-            total, count, correct = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"],
-                                                       micro["targets"], int(loss_chunk_tokens))
+            ul_args = {"item_ends": micro["item_ends"], "segments": seg} if ul_weight else {}
+            out = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"], micro["targets"],
+                                     int(loss_chunk_tokens), **ul_args)
+            total, count, correct = out[:3]
+            ul, pairs = out[3:] if ul_weight else (jnp.zeros(()), jnp.zeros(()))
         else:
             logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, **extra)
             total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
-        return total, (count, correct)
+            ul, pairs = jnp.zeros(()), jnp.zeros(())
+            if ul_weight:
+                tokens, ends = micro["tokens"], micro["item_ends"]
+                shift = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)  # noqa: E731
+                ul_mask = (shift(micro["targets"]) > 0) & (shift(ends) > 0)
+                ul, pairs = repeat_unlikelihood_terms(logits, jnp.arange(tokens.shape[1], dtype=jnp.int32),
+                                                      ul_mask, shift(tokens), tokens, ends, seg)
+        return total + ul_weight * ul, (total, count, correct, ul, pairs)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
     plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
@@ -121,14 +139,15 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
 
         def body(carry, xs):
             micro, index = xs
-            g_acc, l_acc, n_acc, c_acc = carry
-            (l, (n, c)), g = grad_fn(params, micro, jax.random.fold_in(step_key, index))
-            return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n, c_acc + c), None
+            g_acc, sums = carry
+            (l, aux), g = grad_fn(params, micro, jax.random.fold_in(step_key, index))
+            del l                                   # = nll + weight * ul; aux has both parts
+            return (jax.tree.map(jnp.add, g_acc, g), tuple(a + v for a, v in zip(sums, aux))), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+        init = (zeros, (jnp.zeros(()),) * 5)
         accum = jax.tree.leaves(batch)[0].shape[0]
-        (grads, total, count, correct), _ = jax.lax.scan(
+        (grads, (total, count, correct, ul, pairs)), _ = jax.lax.scan(
             body, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -137,6 +156,9 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                      "step": state["step"] + 1, "rng": state["rng"]}
         metrics = {"loss": total / denom, "token_accuracy": correct / denom, "target_tokens": count,
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        if ul_weight:
+            metrics["repeat_ul"] = ul / jnp.maximum(pairs, 1.0)
+            metrics["repeat_pairs"] = pairs
         return new_state, metrics
 
     return step
@@ -187,7 +209,7 @@ def device_batch(batch: dict[str, np.ndarray], accum: int, mesh, rules) -> dict[
     out = {}
     sharding = batch_sharding(mesh, rules)
     for k in BATCH_KEYS:
-        v = batch[k]
+        v = batch[k] if k in batch else np.zeros_like(batch["targets"])
         v = v.reshape(accum, v.shape[0] // accum, *v.shape[1:])
         out[k] = jax.device_put(v.astype(np.int32), sharding)
     return out

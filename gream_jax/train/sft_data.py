@@ -13,7 +13,7 @@ import numpy as np
 
 from gream_jax.tasks.alignment import AlignmentBuilder, build_alignment_examples
 from gream_jax.tasks.attributes import all_item_attributes
-from gream_jax.tasks.dense import dense_windows, window_tokens
+from gream_jax.tasks.dense import dense_windows, window_item_ends, window_tokens
 from gream_jax.tasks.reasoning import build_reasoning_examples
 from gream_jax.tasks.tokens import bos_id, item_token_ids
 from gream_jax.train.batching import PackedStream, TokenStats, fit_to_length, tokenize_chat
@@ -31,7 +31,8 @@ class SftStreams:
 
 
 def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, stats: TokenStats):
-    """A dense window that fits `seq_len`: the oldest items are dropped (counted) until it does."""
+    """A dense window that fits `seq_len`: the oldest items are dropped (counted) until it does.
+    Returns (ids, target mask, item ends) or None."""
     ids, mask = window_tokens(items, table, bos)
     if len(ids) > seq_len:
         stats.truncated_prompts += 1
@@ -41,7 +42,8 @@ def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, sta
     if len(items) < 2 or len(ids) > seq_len:
         stats.dropped += 1
         return None
-    return fit_to_length(ids, mask, seq_len, stats)
+    fitted = fit_to_length(ids, mask, seq_len, stats)           # fits: nothing is cut here
+    return fitted + (np.asarray(window_item_ends(items, table), np.uint8),)
 
 
 def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:

@@ -132,7 +132,8 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
                                     loss_chunk_tokens=int(tr.loss_chunk_tokens),
                                     head_fn=lambda p: api.lm_head_rows(p, model_cfg),
                                     causal_fast_path=bool(tr.causal_fast_path),
-                                    dropout=dropout_rate > 0)
+                                    dropout=dropout_rate > 0,
+                                    repeat_unlikelihood=float(tr.repeat_unlikelihood))
     if float(tr.ema_decay) > 0:
         state = ema_lib.add_ema(state)
         step_core = ema_lib.with_ema(step_core, float(tr.ema_decay))
