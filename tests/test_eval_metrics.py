@@ -50,3 +50,13 @@ def test_ranking_metrics_keys_skip_long_k():
     assert set(out) == {"recall@1", "ndcg@1", "coverage@1", "avg_popularity@1", "head_ratio@1"}
     out = m.ranking_metrics(np.tile(RANKED, (1, 3)), TARGETS, ks=(1, 5, 10))
     assert out["recall@10"] == pytest.approx(2 / 3) and "recall@20" not in out
+
+
+def test_history_share_counts_own_history_slots():
+    ranked = np.array([[3, 1, 2], [5, 6, -1]])
+    histories = [[1, 2, 9], [7]]
+    # user 0: 2 of 3 slots in its history; user 1: none of its 2 filled slots -> 2 / 5
+    assert m.history_share(ranked, histories, 3) == pytest.approx(0.4)
+    assert m.history_share(ranked, histories, 1) == 0.0
+    with pytest.raises(ValueError, match="2 ranked lists"):
+        m.history_share(ranked, histories[:1], 3)

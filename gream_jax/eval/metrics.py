@@ -93,6 +93,19 @@ def popularity_bias(ranked, item_counts, k: int, head_share: float = 0.2) -> dic
     return {f"avg_popularity@{k}": float(counts[rec].mean()), f"head_ratio@{k}": float(head[rec].mean())}
 
 
+def history_share(ranked, histories, k: int) -> float:
+    """Share of top-k slots taken by items of the user's own input history `[n_users]` lists.
+
+    Nothing is excluded at evaluation (baselines.md), so on data where users never return to an
+    item (MovieLens) each such slot is a wasted one; a diagnostic, not a ranking metric."""
+    top = np.asarray(ranked)[:, :k]
+    if len(histories) != len(top):
+        raise ValueError(f"history_share: {len(histories)} histories for {len(top)} ranked lists")
+    held = [np.isin(row[row >= 0], np.asarray(h)).sum() for row, h in zip(top, histories)]
+    slots = int((top >= 0).sum())
+    return float(sum(held) / slots) if slots else 0.0
+
+
 def ranking_metrics(ranked, targets, ks=DEFAULT_KS, n_items: int | None = None,
                     item_counts=None) -> dict:
     """All list metrics for one (split, mode), keys lower-case `recall@K`, `ndcg@K`, ...

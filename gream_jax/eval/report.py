@@ -45,7 +45,7 @@ def results_table(results: dict, ks, notes: dict | None = None) -> str:
     pass_cols = sorted({m for split in results.values() for mode in split.values() for m in mode
                         if m.startswith("pass@")}, key=lambda m: int(m.split("@")[1]))
     extra_cols = sorted({m for split in results.values() for mode in split.values() for m in mode
-                         if m.startswith(("coverage@", "head_ratio@"))})
+                         if m.startswith(("coverage@", "head_ratio@", "history_share@"))})
     cols = ["split", "mode", "users"] + metric_cols + pass_cols + extra_cols + ["users/s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for split, modes in results.items():

@@ -84,11 +84,13 @@ def check_memory(config, model_cfg, tokenizer, sids, trie, split, mesh) -> None:
                                ev.beam_size, mesh, rows_per_user=spec.num_samples)
 
 
-def _mode_metrics(ranked, targets, config, n_items, item_counts) -> dict:
+def _mode_metrics(ranked, targets, config, n_items, item_counts, histories) -> dict:
     ev = config.eval
     out = metrics_lib.ranking_metrics(ranked, targets, tuple(ev.ks), n_items=n_items)
     k_max = max(k for k in ev.ks if k <= ranked.shape[1])
     out.update(metrics_lib.popularity_bias(ranked, item_counts, k_max, float(ev.head_share)))
+    k_hist = 10 if ranked.shape[1] >= 10 else k_max
+    out[f"history_share@{k_hist}"] = metrics_lib.history_share(ranked, histories, k_hist)
     return out
 
 
@@ -104,7 +106,7 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
         ranked = recommend_direct(params, model_cfg, tokenizer, sids, trie, histories, config, mesh,
                                   name=f"{which}/direct")
         dt = time.perf_counter() - t0
-        m = _mode_metrics(ranked.items, targets_all, config, data.n_items, item_counts)
+        m = _mode_metrics(ranked.items, targets_all, config, data.n_items, item_counts, histories)
         m.update(users=len(users), users_per_s=len(users) / dt)
         results["direct"] = m
         io.write_jsonl(os.path.join(out_dir, f"per_user_{which}_direct.jsonl"),
@@ -117,7 +119,7 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
         ranked = recommend_reasoning(params, model_cfg, tokenizer, sids, trie, histories, config, mesh,
                                      name=f"{which}/reasoning")
         dt = time.perf_counter() - t0
-        m = _mode_metrics(ranked.items, targets, config, data.n_items, item_counts)
+        m = _mode_metrics(ranked.items, targets, config, data.n_items, item_counts, histories)
         correct = ranked.sample_items[:, :, 0] == targets[:, None]
         for k in ev.ks:
             if k <= ev.num_samples:
