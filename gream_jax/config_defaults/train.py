@@ -28,10 +28,11 @@ def defaults() -> ml_collections.ConfigDict:
     # Dropout on embeddings and residual branches during SFT only (a regulariser for small
     # from-scratch models, as in SASRec; Qwen checkpoints were pretrained without it): 0 = off.
     c.dropout_rate = 0.0
-    # Repeat unlikelihood (gream_jax/train/losses.py): weight of -log(1 - p(earlier item)) at every
-    # dense-window position that predicts an item-unique token, so the model learns not to
-    # recommend what the user already has (ML-100k users never rate an item twice; a CE-only model
-    # put 2.5 of its top 10 there). Needs config.index.collision="item_token". 0 = off.
+    # Repeat negatives (gream_jax/tasks/dense.py `with_repeat_negative`): > 0 appends one of the
+    # window's own items to every dense window and adds this weight times -log(1 - p(its item
+    # token | its prefix codes)) to the loss, so the model learns not to recommend what the user
+    # already has (ML-100k and Beauty users never return to an item; a CE-only model put 2.5 of
+    # its top 10 there). Needs config.index.collision="item_token". 0 = off.
     c.repeat_unlikelihood = 0.0
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM

@@ -52,12 +52,20 @@ def window_tokens(items: np.ndarray, table: np.ndarray, bos: int) -> tuple[list[
     return ids, mask
 
 
-def window_item_ends(items: np.ndarray, table: np.ndarray) -> list[int]:
-    """Per token of `window_tokens(items, ...)`: 1 on each item's last SID token, else 0 (the
-    repeat-unlikelihood term penalises these tokens of earlier items; meaningful when the last SID
-    level is item-unique, `config.index.collision="item_token"`)."""
-    ends = [0]
-    for item in items:
-        n = len(sid_ids(table, int(item)))
-        ends.extend([0] * (n - 1) + [1])
-    return ends
+def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, negative: int
+                         ) -> tuple[list[int], list[int], list[int]]:
+    """Appends a repeat negative to a window: the SID of `negative` (an item of the window) after
+    its last item, with no cross-entropy on it and its last (item-unique) token marked unlikely.
+    Returns (ids, target mask, unlikely mask).
+
+    Why: Direct mode scores an item as p(c1) p(c2 | c1) p(item | c1, c2), and nothing is excluded
+    at evaluation. With the user's own item h in the context, a cross-entropy-only model still
+    gives p(h | h1, h2) a large share after the prefix (h1, h2): on ML-100k 2.5 of its top 10 were
+    items the user already had, although no training target ever repeats one. Teacher-forcing
+    (h1, h2) and pushing p(h) down (unlikelihood, `losses.label_unlikelihood_terms`) trains exactly
+    that conditional; the prefix codes get no loss, as the user's next item may share them."""
+    toks = sid_ids(table, int(negative))
+    return (ids + toks, mask + [0] * len(toks),
+            [0] * len(ids) + [0] * (len(toks) - 1) + [1])
+
+

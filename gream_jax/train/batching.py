@@ -64,8 +64,9 @@ def tokenize_chat(tokenizer, examples, seq_len: int, stats: TokenStats) -> list[
 
 def pack(examples: list[tuple[np.ndarray, ...]], seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
     """Greedy in-order packing into [rows, seq_len] arrays: tokens, segment_ids, positions, targets,
-    item_ends. An example is (ids, target mask) or (ids, target mask, item ends); item_ends is 0
-    for examples without it (only dense windows mark their items' item-unique tokens)."""
+    unlikely. An example is (ids, target mask) or (ids, target mask, unlikely mask); `unlikely`
+    (tokens whose probability the loss pushes down: dense windows' repeat negatives) is 0 for
+    examples without it."""
     rows: list[list[int]] = []
     fill = seq_len  # force a new row for the first example
     for k, (ids, *_) in enumerate(examples):
@@ -81,7 +82,7 @@ def pack(examples: list[tuple[np.ndarray, ...]], seq_len: int, pad_id: int) -> d
     segments = np.zeros((n, seq_len), np.int32)
     positions = np.zeros((n, seq_len), np.int32)
     targets = np.zeros((n, seq_len), np.uint8)
-    item_ends = np.zeros((n, seq_len), np.uint8)
+    unlikely = np.zeros((n, seq_len), np.uint8)
     for r, members in enumerate(rows):
         at = 0
         for s, k in enumerate(members, start=1):
@@ -92,10 +93,10 @@ def pack(examples: list[tuple[np.ndarray, ...]], seq_len: int, pad_id: int) -> d
             positions[r, at:at + m] = np.arange(m)
             targets[r, at:at + m] = mask
             if len(examples[k]) > 2:
-                item_ends[r, at:at + m] = examples[k][2]
+                unlikely[r, at:at + m] = examples[k][2]
             at += m
     return {"tokens": tokens, "segment_ids": segments, "positions": positions, "targets": targets,
-            "item_ends": item_ends}
+            "unlikely": unlikely}
 
 
 class PackedStream:

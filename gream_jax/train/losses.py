@@ -36,8 +36,7 @@ def token_nll_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array) ->
 
 
 def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, targets: jax.Array,
-                       chunk: int = 1024, item_ends: jax.Array | None = None,
-                       segments: jax.Array | None = None):
+                       chunk: int = 1024, unlikely: jax.Array | None = None):
     """Sum of -log p(next token) over target positions, their count, and argmax hits.
 
     hidden [b, s, d]: final normed hidden states (`forward(..., return_hidden=True)`, cast to the
@@ -47,8 +46,9 @@ def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, ta
     the model's own head. `chunk` is the number of tokens per chunk: the sequence is cut into
     pieces of max(1, chunk // b) positions and every chunk keeps the whole batch axis, so a batch
     split over data-parallel devices stays split (no resharding of the hidden states).
-    With `item_ends` and `segments` [b, s] given, also returns the repeat-unlikelihood sum and
-    pair count of `repeat_unlikelihood_terms` (a 5-tuple), computed on the same chunk logits.
+    With `unlikely` [b, s] given (tokens whose probability is to be pushed down, as `targets`
+    marks tokens to learn), also returns the two sums of `label_unlikelihood_terms` (a 5-tuple),
+    computed on the same chunk logits.
     """
     if chunk <= 0:
         raise ValueError(f"chunk={chunk}: must be positive")
@@ -58,8 +58,8 @@ def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, ta
     h = hidden[:, :-1]                                  # [b, n, d], n = s - 1
     labels = tokens[:, 1:]
     mask = targets[:, 1:].astype(jnp.float32)
-    with_ul = item_ends is not None
-    ul_mask = (targets[:, 1:] > 0) & (item_ends[:, 1:] > 0) if with_ul else jnp.zeros_like(labels, bool)
+    with_ul = unlikely is not None
+    ul_mask = unlikely[:, 1:].astype(jnp.float32) if with_ul else jnp.zeros_like(mask)
     n = s - 1
     c = min(n, max(1, chunk // b))                      # positions per chunk
     pad = (-n) % c
@@ -71,59 +71,37 @@ def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, ta
     w = head.astype(hidden.dtype)
 
     @jax.checkpoint
-    def one_chunk(h_c, y_c, m_c, u_c, pos_c):           # [b, c, d], [b, c], [b, c], [b, c], [c]
+    def one_chunk(h_c, y_c, m_c, u_c):                  # [b, c, d], [b, c], [b, c], [b, c]
         logits = jnp.einsum("bcd,vd->bcv", h_c, w, preferred_element_type=jnp.float32)
         nll, hits = token_nll_terms(logits, y_c, m_c)
         if not with_ul:
             return nll, hits, jnp.zeros(()), jnp.zeros(())
-        ul, pairs = repeat_unlikelihood_terms(logits, jnp.minimum(pos_c, s - 1), u_c, y_c, tokens,
-                                              item_ends, segments)
-        return nll, hits, ul, pairs
+        return (nll, hits) + label_unlikelihood_terms(logits, y_c, u_c)
 
     def body(carry, xs):
         return tuple(a + v for a, v in zip(carry, one_chunk(*xs))), None
 
     split = lambda x: jnp.moveaxis(x.reshape(b, k, c, *x.shape[2:]), 1, 0)   # [k, b, c, ...]
-    xs = (split(h), split(labels), split(mask), split(ul_mask), jnp.arange(k * c, dtype=jnp.int32).reshape(k, c))
+    xs = (split(h), split(labels), split(mask), split(ul_mask))
     zero = jnp.zeros((), jnp.float32)
-    (total, correct, ul, pairs), _ = jax.lax.scan(body, (zero,) * 4, xs)
+    (total, correct, ul, ul_p), _ = jax.lax.scan(body, (zero,) * 4, xs)
     if with_ul:
-        return total, jnp.sum(mask), correct, ul, pairs
+        return total, jnp.sum(mask), correct, ul, ul_p
     return total, jnp.sum(mask), correct
 
 
-def repeat_unlikelihood_terms(logits: jax.Array, query_pos: jax.Array, ul_mask: jax.Array, labels: jax.Array,
-                              tokens: jax.Array, item_ends: jax.Array, segments: jax.Array
-                              ) -> tuple[jax.Array, jax.Array]:
-    """Unlikelihood of repeating an item already in the context: sum of -log(1 - p(item)) and the
-    number of (position, earlier item) pairs it covers.
 
-    Why: in leave-one-out data such as MovieLens a user never rates an item twice, yet a small
-    SID decoder trained with cross-entropy alone keeps ranking the user's own recent items high
-    (2.5 of the top 10 on ML-100k; nothing is excluded at evaluation). Cross-entropy only pushes
-    them down through the softmax normaliser; this term (Welleck et al., 2019, "Neural text
-    generation with unlikelihood training") penalises them directly at every position that
-    predicts an item-unique token, so the model learns to suppress context items itself.
+def label_unlikelihood_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array
+                             ) -> tuple[jax.Array, jax.Array]:
+    """logits [..., V], labels [...], weights [...] (1 = this label should be unlikely) ->
+    (sum of weighted -log(1 - p(label)), sum of weighted p(label)).
 
-    logits [b, c, V] at row positions `query_pos [c]` (position i predicts token i + 1);
-    ul_mask [b, c]: positions whose label is an item-unique token (a dense-window target);
-    labels [b, c]; tokens / item_ends / segments [b, s]: the whole row, item_ends marking each
-    item's item-unique (last SID) token. An earlier item of the same example counts once (its
-    first occurrence) and never when it is the label itself (a genuine repeat).
-    """
-    b, s = tokens.shape
-    logz = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)                         # [b, c]
-    picked = jnp.take_along_axis(logits.astype(jnp.float32),
-                                 jnp.broadcast_to(tokens[:, None, :], (b, logits.shape[1], s)), axis=2)
-    logp = picked - logz[..., None]                                                       # [b, c, s]
-    j = jnp.arange(s, dtype=jnp.int32)
-    ends = item_ends > 0
-    same_tok = (tokens[:, :, None] == tokens[:, None, :]) & (segments[:, :, None] == segments[:, None, :])
-    first = ~jnp.any(same_tok & ends[:, None, :] & (j[None, None, :] < j[None, :, None]), axis=2)  # [b, s]
-    pairs = (ul_mask[:, :, None] & (ends & first)[:, None, :]
-             & (j[None, None, :] <= query_pos[None, :, None])
-             & (segments[:, None, :] == jnp.take(segments, query_pos, axis=1)[:, :, None])
-             & (segments[:, None, :] > 0)
-             & (tokens[:, None, :] != labels[:, :, None]))
-    p = jnp.exp(jnp.minimum(logp, jnp.log1p(-1e-6)))
-    return jnp.sum(jnp.where(pairs, -jnp.log1p(-p), 0.0)), jnp.sum(pairs.astype(jnp.float32))
+    Unlikelihood training (Welleck et al., 2019) on single tokens: used for the repeat negatives
+    of dense windows (`gream_jax.tasks.dense.window_tokens(..., negative=...)`), where the label
+    is the item-unique last token of an item the user already has."""
+    logits = logits.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    picked = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
+    p = jnp.exp(jnp.minimum(picked - logz, jnp.log1p(-1e-6)))
+    return jnp.sum(-jnp.log1p(-p) * weights), jnp.sum(jax.lax.stop_gradient(p) * weights)

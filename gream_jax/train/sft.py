@@ -22,12 +22,12 @@ import numpy as np
 import optax
 
 from gream_jax import mesh as mesh_lib
-from gream_jax.train.losses import chunked_masked_nll, repeat_unlikelihood_terms, token_nll_terms
+from gream_jax.train.losses import chunked_masked_nll, label_unlikelihood_terms, token_nll_terms
 
 ApplyFn = Callable[..., jax.Array]
-# item_ends marks each dense-window item's item-unique (last SID) token (batching.pack), for the
-# repeat-unlikelihood term; batches built without it get zeros (`device_batch`).
-BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets", "item_ends")
+# `unlikely` marks tokens whose probability the loss pushes down (the repeat negatives of dense
+# windows, batching.pack); batches built without it get zeros (`device_batch`).
+BATCH_KEYS = ("tokens", "segment_ids", "positions", "targets", "unlikely")
 
 
 def learning_rate_schedule(train_cfg) -> optax.Schedule:
@@ -84,9 +84,10 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     copy of the forward/backward pass.
     dropout: `apply_fn` also takes `dropout_rng=`; each micro-batch gets its own key, derived from
     the state's seed, the step and the micro-batch index (so a resumed run draws the same masks).
-    repeat_unlikelihood > 0: adds that weight times `losses.repeat_unlikelihood_terms` (earlier
-    items of a dense window penalised at every item-unique target position) to the summed loss,
-    and logs `repeat_ul` (its mean per pair) and `repeat_pairs`; `loss` stays the cross-entropy.
+    repeat_unlikelihood > 0: adds that weight times `losses.label_unlikelihood_terms` on the
+    tokens `batch["unlikely"]` marks to the summed loss (same denominator as the cross-entropy),
+    and logs `repeat_p` (the mean probability of those tokens) and `repeat_tokens`; `loss` stays
+    the cross-entropy.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
@@ -107,22 +108,21 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                               **extra)
             # The model's head multiplies hidden states in the compute dtype; the float32 copy
             # `return_hidden` gives is exact, so casting back reproduces the plain path bit for bit.
-            ul_args = {"item_ends": micro["item_ends"], "segments": seg} if ul_weight else {}
+            ul_args = {"unlikely": micro["unlikely"]} if ul_weight else {}
             out = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"], micro["targets"],
                                      int(loss_chunk_tokens), **ul_args)
             total, count, correct = out[:3]
-            ul, pairs = out[3:] if ul_weight else (jnp.zeros(()), jnp.zeros(()))
+            ul, ul_p = out[3:] if ul_weight else (jnp.zeros(()), jnp.zeros(()))
         else:
             logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, **extra)
             total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
-            ul, pairs = jnp.zeros(()), jnp.zeros(())
+            ul, ul_p = jnp.zeros(()), jnp.zeros(())
             if ul_weight:
-                tokens, ends = micro["tokens"], micro["item_ends"]
                 shift = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)  # noqa: E731
-                ul_mask = (shift(micro["targets"]) > 0) & (shift(ends) > 0)
-                ul, pairs = repeat_unlikelihood_terms(logits, jnp.arange(tokens.shape[1], dtype=jnp.int32),
-                                                      ul_mask, shift(tokens), tokens, ends, seg)
-        return total + ul_weight * ul, (total, count, correct, ul, pairs)
+                ul, ul_p = label_unlikelihood_terms(logits, shift(micro["tokens"]),
+                                                    shift(micro["unlikely"]).astype(jnp.float32))
+        n_ul = jnp.sum(micro["unlikely"].astype(jnp.float32)) if ul_weight else jnp.zeros(())
+        return total + ul_weight * ul, (total, count, correct, ul_p, n_ul)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
     plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
@@ -147,7 +147,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         zeros = jax.tree.map(jnp.zeros_like, params)
         init = (zeros, (jnp.zeros(()),) * 5)
         accum = jax.tree.leaves(batch)[0].shape[0]
-        (grads, (total, count, correct, ul, pairs)), _ = jax.lax.scan(
+        (grads, (total, count, correct, ul_p, n_ul)), _ = jax.lax.scan(
             body, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -157,8 +157,8 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         metrics = {"loss": total / denom, "token_accuracy": correct / denom, "target_tokens": count,
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         if ul_weight:
-            metrics["repeat_ul"] = ul / jnp.maximum(pairs, 1.0)
-            metrics["repeat_pairs"] = pairs
+            metrics["repeat_p"] = ul_p / jnp.maximum(n_ul, 1.0)
+            metrics["repeat_tokens"] = n_ul
         return new_state, metrics
 
     return step

@@ -13,9 +13,9 @@ import numpy as np
 
 from gream_jax.tasks.alignment import AlignmentBuilder, build_alignment_examples
 from gream_jax.tasks.attributes import all_item_attributes
-from gream_jax.tasks.dense import dense_windows, window_item_ends, window_tokens
+from gream_jax.tasks.dense import dense_windows, window_tokens, with_repeat_negative
 from gream_jax.tasks.reasoning import build_reasoning_examples
-from gream_jax.tasks.tokens import bos_id, item_token_ids
+from gream_jax.tasks.tokens import bos_id, item_token_ids, sid_ids
 from gream_jax.train.batching import PackedStream, TokenStats, fit_to_length, tokenize_chat
 
 
@@ -30,20 +30,28 @@ class SftStreams:
     stats: dict                     # epoch-0 tokenisation report per stream
 
 
-def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, stats: TokenStats):
+def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, stats: TokenStats,
+               rng: np.random.Generator | None = None):
     """A dense window that fits `seq_len`: the oldest items are dropped (counted) until it does.
-    Returns (ids, target mask, item ends) or None."""
+    With `rng`, a repeat negative (one of the window's items, uniformly) is appended
+    (`tasks.dense.with_repeat_negative`) and the result is (ids, target mask, unlikely mask)."""
+    negative = None if rng is None else int(items[rng.integers(len(items))])
+    extra = 0 if negative is None else len(sid_ids(table, negative))
     ids, mask = window_tokens(items, table, bos)
-    if len(ids) > seq_len:
+    if len(ids) + extra > seq_len:
         stats.truncated_prompts += 1
-        while len(items) > 1 and len(ids) > seq_len:
+        while len(items) > 1 and len(ids) + extra > seq_len:
             items = items[1:]
             ids, mask = window_tokens(items, table, bos)
-    if len(items) < 2 or len(ids) > seq_len:
+    if len(items) < 2 or len(ids) + extra > seq_len:
         stats.dropped += 1
         return None
-    fitted = fit_to_length(ids, mask, seq_len, stats)           # fits: nothing is cut here
-    return fitted + (np.asarray(window_item_ends(items, table), np.uint8),)
+    if negative is None:
+        return fit_to_length(ids, mask, seq_len, stats)
+    if negative not in items:               # dropped with the oldest items: pick again from the rest
+        negative = int(items[rng.integers(len(items))])
+    ids, mask, unlikely = with_repeat_negative(ids, mask, table, negative)
+    return fit_to_length(ids, mask, seq_len, stats) + (np.asarray(unlikely, np.uint8),)
 
 
 def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
@@ -62,9 +70,10 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
         rng = np.random.default_rng([seed, 0xA11, epoch])
         st = TokenStats()
         out = []
+        negatives = np.random.default_rng([seed, 0x4E6, epoch]) if float(tr.repeat_unlikelihood) > 0 else None
         if t.dense_seqrec:
             for _, w in dense_windows(split.train, window, int(t.dense_stride), rng):
-                fitted = fit_window(w, table, bos, seq_len, st)
+                fitted = fit_window(w, table, bos, seq_len, st, negatives)
                 if fitted is not None:
                     out.append(fitted)
         n_dense = len(out)
