@@ -15,19 +15,27 @@ from gream_jax.model.config import ModelConfig
 from gream_jax.tasks.dense import window_tokens, with_repeat_negative
 from gream_jax.train import sft
 from gream_jax.train.batching import TokenStats, pack
-from gream_jax.train.losses import label_unlikelihood_terms
+from gream_jax.train.losses import label_logprobs, per_segment_sums, sequence_unlikelihood
 from gream_jax.train.sft_data import fit_window
 
 
-def test_label_unlikelihood_by_hand():
-    logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]], np.float32))
-    labels = np.array([[0, 1]])
-    weights = np.array([[1.0, 0.0]], np.float32)
-    total, p = label_unlikelihood_terms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
-    np.testing.assert_allclose(float(total), -np.log(0.5), rtol=1e-5)
-    np.testing.assert_allclose(float(p), 0.5, rtol=1e-5)
-    total, p = label_unlikelihood_terms(jnp.asarray(logits), jnp.asarray(labels), jnp.ones((1, 2)))
-    np.testing.assert_allclose(float(total), -np.log(0.5) - np.log(0.4), rtol=1e-5)
+def test_sequence_unlikelihood_by_hand():
+    # two rows; row 0 holds two examples (segments 1, 2), each with a 2-token negative
+    logits = np.log(np.array([[[0.5, 0.25, 0.25], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]],
+                              [[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.5, 0.5, 0.0 + 1e-9], [0.2, 0.2, 0.6]]],
+                             np.float32))
+    labels = np.array([[0, 1, 2, 0], [1, 2, 0, 0]])
+    marks = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], np.float32)
+    segments = np.array([[1, 1, 2, 2], [1, 1, 1, 1]])
+    lp = label_logprobs(jnp.asarray(logits), jnp.asarray(labels))
+    np.testing.assert_allclose(np.asarray(lp[0]), np.log([0.5, 0.6, 0.6, 0.3]), rtol=1e-5)
+    sums = per_segment_sums(jnp.asarray(marks) * lp, jnp.asarray(segments), 4)
+    present = per_segment_sums(jnp.asarray(marks), jnp.asarray(segments), 4) > 0
+    total, p, n = sequence_unlikelihood(sums, present)
+    p1, p2 = 0.5 * 0.6, 0.6 * 0.3                  # the two sequences of row 0; row 1 has none
+    np.testing.assert_allclose(float(total), -np.log(1 - p1) - np.log(1 - p2), rtol=1e-5)
+    np.testing.assert_allclose(float(p), p1 + p2, rtol=1e-5)
+    assert float(n) == 2
 
 
 TABLE = np.array([[10, 20, 30], [11, 21, 31], [12, 22, 32], [10, 21, 33]], np.int32)
@@ -37,7 +45,7 @@ def test_negative_is_appended_without_cross_entropy():
     ids, mask = window_tokens(np.array([0, 1, 2]), TABLE, bos=1)
     ids2, mask2, unlikely = with_repeat_negative(ids, mask, TABLE, 1)
     assert ids2 == ids + [11, 21, 31] and mask2 == mask + [0, 0, 0]
-    assert len(unlikely) == len(ids2) and sum(unlikely) == 1 and unlikely[-1] == 1
+    assert unlikely == [0] * len(ids) + [1, 1, 1]
 
 
 def test_fit_window_keeps_room_for_the_negative_and_picks_a_window_item():
@@ -46,7 +54,7 @@ def test_fit_window_keeps_room_for_the_negative_and_picks_a_window_item():
     items = np.array([0, 1, 2, 3])
     for _ in range(20):
         ids, mask, unlikely = fit_window(items, TABLE, 1, 13, st, rng)   # 1 + 4 x 3 = 13: one item dropped
-        assert len(ids) == 13 and unlikely[-1] == 1 and mask[-3:].sum() == 0
+        assert len(ids) == 13 and unlikely[-3:].sum() == 3 and unlikely.sum() == 3 and mask[-3:].sum() == 0
         assert int(ids[-1]) in {31, 32, 33}                               # the negative is still in the window
     ids, mask = fit_window(items, TABLE, 1, 13, st)                       # no rng: plain window, 4 items
     assert len(ids) == 13 and mask.sum() == 9
@@ -66,7 +74,7 @@ def test_train_step_chunked_equals_plain_and_weight_changes_gradients():
         ids, mask, unlikely = with_repeat_negative(ids, mask, table, int(items[0]))
         examples.append((np.array(ids, np.int32), np.array(mask, np.uint8), np.array(unlikely, np.uint8)))
     host = pack(examples, 18, pad_id=0)                  # 9 tokens each, two per row
-    assert host["tokens"].shape == (8, 18) and host["unlikely"].sum() == 16
+    assert host["tokens"].shape == (8, 18) and host["unlikely"].sum() == 32
 
     def run(weight, chunk):
         params = api.init_params(cfg, jax.random.PRNGKey(0), mesh)
@@ -83,7 +91,7 @@ def test_train_step_chunked_equals_plain_and_weight_changes_gradients():
     g0, m0 = run(0.0, 0)
     g1, m1 = run(1.0, 0)
     g2, m2 = run(1.0, 40)                               # chunked loss, chunks of 5 positions
-    assert float(m1["repeat_tokens"]) == 16 and 0 < float(m1["repeat_p"]) < 1
+    assert float(m1["repeat_items"]) == 16 and 0 < float(m1["repeat_p"]) < 1
     np.testing.assert_allclose(m2["repeat_p"], m1["repeat_p"], rtol=1e-5)
     np.testing.assert_allclose(m1["loss"], m0["loss"], rtol=1e-6)       # `loss` stays the cross-entropy
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g2, g1)

@@ -22,7 +22,8 @@ import numpy as np
 import optax
 
 from gream_jax import mesh as mesh_lib
-from gream_jax.train.losses import chunked_masked_nll, label_unlikelihood_terms, token_nll_terms
+from gream_jax.train.losses import (chunked_masked_nll, label_logprobs, per_segment_sums, sequence_unlikelihood,
+                                    token_nll_terms)
 
 ApplyFn = Callable[..., jax.Array]
 # `unlikely` marks tokens whose probability the loss pushes down (the repeat negatives of dense
@@ -84,10 +85,10 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     copy of the forward/backward pass.
     dropout: `apply_fn` also takes `dropout_rng=`; each micro-batch gets its own key, derived from
     the state's seed, the step and the micro-batch index (so a resumed run draws the same masks).
-    repeat_unlikelihood > 0: adds that weight times `losses.label_unlikelihood_terms` on the
-    tokens `batch["unlikely"]` marks to the summed loss (same denominator as the cross-entropy),
-    and logs `repeat_p` (the mean probability of those tokens) and `repeat_tokens`; `loss` stays
-    the cross-entropy.
+    repeat_unlikelihood > 0: adds that weight times `losses.sequence_unlikelihood` of the token
+    sequences `batch["unlikely"]` marks (at most one per example) to the summed loss (same
+    denominator as the cross-entropy), and logs `repeat_p` (the sequences' mean probability) and
+    `repeat_items` (how many); `loss` stays the cross-entropy.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
@@ -108,20 +109,22 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                               **extra)
             # The model's head multiplies hidden states in the compute dtype; the float32 copy
             # `return_hidden` gives is exact, so casting back reproduces the plain path bit for bit.
-            ul_args = {"unlikely": micro["unlikely"]} if ul_weight else {}
+            ul_args = {"unlikely": micro["unlikely"], "segments": seg} if ul_weight else {}
             out = chunked_masked_nll(hidden.astype(dtype), head_fn(p), micro["tokens"], micro["targets"],
                                      int(loss_chunk_tokens), **ul_args)
             total, count, correct = out[:3]
-            ul, ul_p = out[3:] if ul_weight else (jnp.zeros(()), jnp.zeros(()))
+            ul, ul_p, n_ul = out[3:] if ul_weight else (jnp.zeros(()),) * 3
         else:
             logits = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, **extra)
             total, count, correct = masked_nll(logits, micro["tokens"], micro["targets"])
-            ul, ul_p = jnp.zeros(()), jnp.zeros(())
+            ul, ul_p, n_ul = (jnp.zeros(()),) * 3
             if ul_weight:
                 shift = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], axis=1)  # noqa: E731
-                ul, ul_p = label_unlikelihood_terms(logits, shift(micro["tokens"]),
-                                                    shift(micro["unlikely"]).astype(jnp.float32))
-        n_ul = jnp.sum(micro["unlikely"].astype(jnp.float32)) if ul_weight else jnp.zeros(())
+                marks = shift(micro["unlikely"]).astype(jnp.float32)
+                lp = label_logprobs(logits, shift(micro["tokens"]))
+                size = seg.shape[1]
+                ul, ul_p, n_ul = sequence_unlikelihood(per_segment_sums(marks * lp, shift(seg), size),
+                                                       per_segment_sums(marks, shift(seg), size) > 0)
         return total + ul_weight * ul, (total, count, correct, ul_p, n_ul)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
@@ -158,7 +161,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         if ul_weight:
             metrics["repeat_p"] = ul_p / jnp.maximum(n_ul, 1.0)
-            metrics["repeat_tokens"] = n_ul
+            metrics["repeat_items"] = n_ul
         return new_state, metrics
 
     return step
