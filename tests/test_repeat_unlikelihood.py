@@ -16,7 +16,7 @@ from gream_jax.tasks.dense import window_tokens, with_repeat_negative
 from gream_jax.train import sft
 from gream_jax.train.batching import TokenStats, pack
 from gream_jax.train.losses import label_logprobs, per_segment_sums, sequence_unlikelihood
-from gream_jax.train.sft_data import fit_window
+from gream_jax.train.sft_data import fit_window, repeat_negative_example
 
 
 def test_sequence_unlikelihood_by_hand():
@@ -48,16 +48,20 @@ def test_negative_is_appended_without_cross_entropy():
     assert unlikely == [0] * len(ids) + [1, 1, 1]
 
 
-def test_fit_window_keeps_room_for_the_negative_and_picks_a_window_item():
-    st = TokenStats()
+def test_negative_example_cuts_the_window_at_a_random_item():
     rng = np.random.default_rng(0)
     items = np.array([0, 1, 2, 3])
-    for _ in range(20):
-        ids, mask, unlikely = fit_window(items, TABLE, 1, 13, st, rng)   # 1 + 4 x 3 = 13: one item dropped
-        assert len(ids) == 13 and unlikely[-3:].sum() == 3 and unlikely.sum() == 3 and mask[-3:].sum() == 0
-        assert int(ids[-1]) in {31, 32, 33}                               # the negative is still in the window
-    ids, mask = fit_window(items, TABLE, 1, 13, st)                       # no rng: plain window, 4 items
-    assert len(ids) == 13 and mask.sum() == 9
+    cuts = set()
+    for _ in range(40):
+        ids, mask, unlikely = repeat_negative_example(items, TABLE, 1, 13, rng)   # room for 4 items: <= 3 + negative
+        n_items = (len(ids) - 1) // 3 - 1
+        cuts.add(n_items)
+        assert unlikely[-3:].sum() == 3 and unlikely.sum() == 3 and mask[-3:].sum() == 0
+        context = [int(t) for t in ids[3:len(ids) - 3:3]]                   # last tokens of the context items
+        assert int(ids[-1]) in context                                       # the negative is one of them
+        assert mask.sum() == 3 * (n_items - 1)                               # cross-entropy on items 2..k only
+    assert cuts == {1, 2, 3}
+    assert fit_window(items, TABLE, 1, 13, TokenStats())[1].sum() == 9     # plain windows are unchanged
 
 
 def test_train_step_chunked_equals_plain_and_weight_changes_gradients():

@@ -28,12 +28,14 @@ def defaults() -> ml_collections.ConfigDict:
     # Dropout on embeddings and residual branches during SFT only (a regulariser for small
     # from-scratch models, as in SASRec; Qwen checkpoints were pretrained without it): 0 = off.
     c.dropout_rate = 0.0
-    # Repeat negatives (gream_jax/tasks/dense.py `with_repeat_negative`): > 0 appends one of the
-    # window's own items to every dense window and adds this weight times -log(1 - p(its item
-    # token | its prefix codes)) to the loss, so the model learns not to recommend what the user
-    # already has (ML-100k and Beauty users never return to an item; a CE-only model put 2.5 of
-    # its top 10 there). Needs config.index.collision="item_token". 0 = off.
+    # Repeat negatives (gream_jax/train/sft_data.py `repeat_negative_example`): > 0 adds, for a
+    # `repeat_negative_share` of the dense windows, a copy cut after a random item with one of its
+    # own items appended, and this weight times -log(1 - p(that item's whole SID)) to the loss, so
+    # the model learns not to recommend what the user already has (ML-100k and Beauty users never
+    # return to an item; a CE-only model put 2.5 of its top 10 there). Needs
+    # config.index.collision="item_token" (an item-unique last token). 0 = off.
     c.repeat_unlikelihood = 0.0
+    c.repeat_negative_share = 0.5
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
     # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
@@ -82,6 +84,8 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if not 0.0 < float(t.repeat_negative_share) <= 1.0:
+        raise ConfigError(f"config.train.repeat_negative_share={t.repeat_negative_share}: must be in (0, 1]")
     if float(t.repeat_unlikelihood) < 0:
         raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood}: must be >= 0 (0 = off)")
     if float(t.repeat_unlikelihood) > 0 and config.index.collision != "item_token":

@@ -63,9 +63,8 @@ def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, neg
     it: on ML-100k 2.5 of its top 10 were items the user already had, and p(h | h1, h2) rose to
     ~0.3 during training, although no training target ever repeats an item. Teacher-forcing the
     negative and pushing p(h) = p(h1) p(h2 | h1) p(h | h1, h2) down as a whole
-    (`losses.sequence_unlikelihood`) trains the Direct-mode score itself. (Pushing down only the
-    last factor, tried first, drove it to ~3e-4 and moved the mass to h's siblings: the share of
-    history items in the top 10 was unchanged.)"""
+    (`losses.sequence_unlikelihood`) trains the Direct-mode score itself. Where the window is cut
+    matters: see `gream_jax.train.sft_data.repeat_negative_example`."""
     toks = sid_ids(table, int(negative))
     return ids + toks, mask + [0] * len(toks), [0] * len(ids) + [1] * len(toks)
 
