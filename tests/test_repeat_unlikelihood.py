@@ -49,18 +49,18 @@ def test_negative_is_appended_without_cross_entropy():
 
 
 def test_negative_example_cuts_the_window_at_a_random_item():
-    rng = np.random.default_rng(0)
+    rng, st = np.random.default_rng(0), TokenStats()
     items = np.array([0, 1, 2, 3])
     cuts = set()
     for _ in range(40):
-        ids, mask, unlikely = repeat_negative_example(items, TABLE, 1, 13, rng)   # room for 4 items: <= 3 + negative
+        ids, mask, unlikely = repeat_negative_example(items, TABLE, 1, 13, rng, st)   # room for 4 items: <= 3 + negative
         n_items = (len(ids) - 1) // 3 - 1
         cuts.add(n_items)
         assert unlikely[-3:].sum() == 3 and unlikely.sum() == 3 and mask[-3:].sum() == 0
         context = [int(t) for t in ids[3:len(ids) - 3:3]]                   # last tokens of the context items
         assert int(ids[-1]) in context                                       # the negative is one of them
         assert mask.sum() == 3 * (n_items - 1)                               # cross-entropy on items 2..k only
-    assert cuts == {1, 2, 3}
+    assert cuts == {1, 2, 3} and st.examples == 40
     assert fit_window(items, TABLE, 1, 13, TokenStats())[1].sum() == 9     # plain windows are unchanged
 
 

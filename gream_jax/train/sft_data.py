@@ -45,7 +45,7 @@ def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, sta
 
 
 def repeat_negative_example(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int,
-                            rng: np.random.Generator):
+                            rng: np.random.Generator, stats: TokenStats):
     """A copy of a dense window cut after a random number of items k (uniform in 1..len), with one
     of those k items appended as a repeat negative (`tasks.dense.with_repeat_negative`):
     (ids, target mask, unlikely mask), or None if even one item and its negative do not fit.
@@ -65,8 +65,9 @@ def repeat_negative_example(items: np.ndarray, table: np.ndarray, bos: int, seq_
         negative = int(items[rng.integers(len(items))])
     ids, mask, unlikely = with_repeat_negative(ids, mask, table, negative)
     if len(ids) > seq_len:
+        stats.dropped += 1
         return None
-    return fit_to_length(ids, mask, seq_len, TokenStats()) + (np.asarray(unlikely, np.uint8),)
+    return fit_to_length(ids, mask, seq_len, stats) + (np.asarray(unlikely, np.uint8),)
 
 
 def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
@@ -94,7 +95,7 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
                 if fitted is not None:
                     out.append(fitted)
                 if neg_share > 0 and neg_rng.random() < neg_share:
-                    negative = repeat_negative_example(w, table, bos, seq_len, neg_rng)
+                    negative = repeat_negative_example(w, table, bos, seq_len, neg_rng, st)
                     if negative is not None:
                         out.append(negative)
                         n_neg += 1
