@@ -46,6 +46,7 @@ def test_negative_is_appended_without_cross_entropy():
     ids2, mask2, unlikely = with_repeat_negative(ids, mask, TABLE, 1)
     assert ids2 == ids + [11, 21, 31] and mask2 == mask + [0, 0, 0]
     assert unlikely == [0] * len(ids) + [1, 1, 1]
+    assert with_repeat_negative(ids, mask, TABLE, 1, last_only=True)[2] == [0] * len(ids) + [0, 0, 1]
 
 
 def test_negative_example_cuts_the_window_at_a_random_item():
@@ -113,6 +114,11 @@ def test_config_requires_item_token_and_dense_windows():
     config.tasks.dense_seqrec = False
     with pytest.raises(ConfigError, match="dense_seqrec"):
         validate_config(config)
+    config.tasks.dense_seqrec = True
+    config.train.repeat_unlikelihood_tokens = "all"
+    with pytest.raises(ConfigError, match="'sid' or 'last'"):
+        validate_config(config)
+    config.train.repeat_unlikelihood_tokens = "sid"
     config.train.repeat_unlikelihood = -1.0
     with pytest.raises(ConfigError, match="must be >= 0"):
         validate_config(config)

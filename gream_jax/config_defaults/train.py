@@ -36,6 +36,9 @@ def defaults() -> ml_collections.ConfigDict:
     # config.index.collision="item_token" (an item-unique last token). 0 = off.
     c.repeat_unlikelihood = 0.0
     c.repeat_negative_share = 0.5
+    # "sid": the unlikelihood of the negative's whole SID (the Direct-mode score); "last": of its
+    # item-unique last token given its prefix codes only.
+    c.repeat_unlikelihood_tokens = "sid"
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
     # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
@@ -84,6 +87,9 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.compute_dtype={t.compute_dtype!r}: must be float32 or bfloat16")
     if not 0 <= t.end_lr_factor <= 1:
         raise ConfigError(f"config.train.end_lr_factor={t.end_lr_factor}: must be in [0, 1]")
+    if t.repeat_unlikelihood_tokens not in ("sid", "last"):
+        raise ConfigError(f"config.train.repeat_unlikelihood_tokens={t.repeat_unlikelihood_tokens!r}: "
+                          f"must be 'sid' or 'last'")
     if not 0.0 < float(t.repeat_negative_share) <= 1.0:
         raise ConfigError(f"config.train.repeat_negative_share={t.repeat_negative_share}: must be in (0, 1]")
     if float(t.repeat_unlikelihood) < 0:

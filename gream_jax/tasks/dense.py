@@ -52,11 +52,12 @@ def window_tokens(items: np.ndarray, table: np.ndarray, bos: int) -> tuple[list[
     return ids, mask
 
 
-def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, negative: int
-                         ) -> tuple[list[int], list[int], list[int]]:
+def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, negative: int,
+                         last_only: bool = False) -> tuple[list[int], list[int], list[int]]:
     """Appends a repeat negative to a window: the SID of `negative` (an item of the window) after
-    its last item, with no cross-entropy on it and all its tokens marked unlikely (one sequence).
-    Returns (ids, target mask, unlikely mask).
+    its last item, with no cross-entropy on it and all its tokens marked unlikely (one sequence;
+    `last_only`: only its item-unique last token, i.e. p(h | h1, h2)). Returns (ids, target mask,
+    unlikely mask).
 
     Why: Direct mode scores an item as p(c1) p(c2 | c1) p(item | c1, c2), and nothing is excluded
     at evaluation. With the user's own item h in the context, a cross-entropy-only model copies
@@ -66,6 +67,7 @@ def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, neg
     (`losses.sequence_unlikelihood`) trains the Direct-mode score itself. Where the window is cut
     matters: see `gream_jax.train.sft_data.repeat_negative_example`."""
     toks = sid_ids(table, int(negative))
-    return ids + toks, mask + [0] * len(toks), [0] * len(ids) + [1] * len(toks)
+    marks = [0] * (len(toks) - 1) + [1] if last_only else [1] * len(toks)
+    return ids + toks, mask + [0] * len(toks), [0] * len(ids) + marks
 
 

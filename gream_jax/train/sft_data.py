@@ -45,7 +45,7 @@ def fit_window(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int, sta
 
 
 def repeat_negative_example(items: np.ndarray, table: np.ndarray, bos: int, seq_len: int,
-                            rng: np.random.Generator, stats: TokenStats):
+                            rng: np.random.Generator, stats: TokenStats, last_only: bool = False):
     """A copy of a dense window cut after a random number of items k (uniform in 1..len), with one
     of those k items appended as a repeat negative (`tasks.dense.with_repeat_negative`):
     (ids, target mask, unlikely mask), or None if even one item and its negative do not fit.
@@ -63,7 +63,7 @@ def repeat_negative_example(items: np.ndarray, table: np.ndarray, bos: int, seq_
         ids, mask = window_tokens(items, table, bos)
     if negative not in items:               # dropped with the oldest items: pick again from the rest
         negative = int(items[rng.integers(len(items))])
-    ids, mask, unlikely = with_repeat_negative(ids, mask, table, negative)
+    ids, mask, unlikely = with_repeat_negative(ids, mask, table, negative, last_only)
     if len(ids) > seq_len:
         stats.dropped += 1
         return None
@@ -95,7 +95,8 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
                 if fitted is not None:
                     out.append(fitted)
                 if neg_share > 0 and neg_rng.random() < neg_share:
-                    negative = repeat_negative_example(w, table, bos, seq_len, neg_rng, st)
+                    negative = repeat_negative_example(w, table, bos, seq_len, neg_rng, st,
+                                                       last_only=tr.repeat_unlikelihood_tokens == "last")
                     if negative is not None:
                         out.append(negative)
                         n_neg += 1
