@@ -9,6 +9,8 @@ unchunked head plus one extra head matmul in the backward pass. The result equal
 `gream_jax.train.sft.masked_nll` on `hidden @ head.T` (tests check values and gradients).
 
 Wired into the SFT step by `config.train.loss_chunk_tokens` (> 0; see `gream_jax.train.sft`).
+Also here: the sequence unlikelihood of the repeat negatives (`config.train.repeat_unlikelihood`),
+computed from the same logits in both the chunked and the plain loss.
 
 Shapes: b batch, s sequence, d hidden, V vocabulary, c positions per chunk, k chunks.
 """
@@ -124,83 +126,5 @@ def sequence_unlikelihood(seq_logp: jax.Array, present: jax.Array) -> tuple[jax.
     gets the same gradient p / (1 - p), so a shared prefix code is pushed down only while the
     whole item is likely."""
     p = jnp.exp(jnp.minimum(seq_logp, jnp.log1p(-1e-6)))
-    return (jnp.sum(jnp.where(present, -jnp.log1p(-p), 0.0)), jnp.sum(jnp.where(present, jax.lax.stop_gradient(p), 0.0)),
-            jnp.sum(present.astype(jnp.float32)))
-
-def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, targets: jax.Array,
-                       chunk: int = 1024, unlikely: jax.Array | None = None,
-                       segments: jax.Array | None = None):
-    """Sum of -log p(next token) over target positions, their count, and argmax hits.
-
-    hidden [b, s, d]: final normed hidden states (`forward(..., return_hidden=True)`, cast to the
-    compute dtype); head [V, d]: the LM head as rows (`gream_jax.model.api.lm_head_rows`);
-    tokens / targets [b, s] as for `sft.masked_nll` (position i predicts token i + 1, counted
-    where targets[:, i + 1] is set). Logits are float32 from a matmul in `hidden`'s dtype, as in
-    the model's own head. `chunk` is the number of tokens per chunk: the sequence is cut into
-    pieces of max(1, chunk // b) positions and every chunk keeps the whole batch axis, so a batch
-    split over data-parallel devices stays split (no resharding of the hidden states).
-    With `unlikely` and `segments` [b, s] given (`unlikely` marks the tokens of at most one
-    sequence per segment whose probability is to be pushed down), also returns the sums of
-    `sequence_unlikelihood` (a 6-tuple), with the sequences' log-probabilities accumulated from
-    the same chunk logits.
-    """
-    if chunk <= 0:
-        raise ValueError(f"chunk={chunk}: must be positive")
-    b, s, d = hidden.shape
-    if head.ndim != 2 or head.shape[1] != d:
-        raise ValueError(f"head has shape {head.shape}; expected [vocab, {d}] to match hidden {hidden.shape}")
-    h = hidden[:, :-1]                                  # [b, n, d], n = s - 1
-    labels = tokens[:, 1:]
-    mask = targets[:, 1:].astype(jnp.float32)
-    with_ul = unlikely is not None
-    ul_mask = unlikely[:, 1:].astype(jnp.float32) if with_ul else jnp.zeros_like(mask)
-    ul_seg = segments[:, 1:] if with_ul else jnp.zeros_like(labels)
-    n = s - 1
-    c = min(n, max(1, chunk // b))                      # positions per chunk
-    pad = (-n) % c
-    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
-    labels = jnp.pad(labels, ((0, 0), (0, pad)))
-    mask = jnp.pad(mask, ((0, 0), (0, pad)))            # padded positions carry no weight
-    ul_mask = jnp.pad(ul_mask, ((0, 0), (0, pad)))
-    ul_seg = jnp.pad(ul_seg, ((0, 0), (0, pad)))
-    k = (n + pad) // c
-    w = head.astype(hidden.dtype)
-
-    @jax.checkpoint
-    def one_chunk(h_c, y_c, m_c, u_c, g_c):             # [b, c, d], [b, c] x 4
-        logits = jnp.einsum("bcd,vd->bcv", h_c, w, preferred_element_type=jnp.float32)
-        nll, hits = token_nll_terms(logits, y_c, m_c)
-        if not with_ul:
-            return nll, hits, jnp.zeros((b, 1)), jnp.zeros((b, 1))
-        return (nll, hits, per_segment_sums(u_c * label_logprobs(logits, y_c), g_c, s),
-                per_segment_sums(u_c, g_c, s))
-
-    def body(carry, xs):
-        return tuple(a + v for a, v in zip(carry, one_chunk(*xs))), None
-
-    split = lambda x: jnp.moveaxis(x.reshape(b, k, c, *x.shape[2:]), 1, 0)   # [k, b, c, ...]
-    xs = (split(h), split(labels), split(mask), split(ul_mask), split(ul_seg))
-    zero = jnp.zeros((), jnp.float32)
-    width = s if with_ul else 1
-    init = (zero, zero, jnp.zeros((b, width)), jnp.zeros((b, width)))
-    (total, correct, seq_logp, n_tokens), _ = jax.lax.scan(body, init, xs)
-    if with_ul:
-        return (total, jnp.sum(mask), correct) + sequence_unlikelihood(seq_logp, n_tokens > 0)
-    return total, jnp.sum(mask), correct
-
-
-
-def label_unlikelihood_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array
-                             ) -> tuple[jax.Array, jax.Array]:
-    """logits [..., V], labels [...], weights [...] (1 = this label should be unlikely) ->
-    (sum of weighted -log(1 - p(label)), sum of weighted p(label)).
-
-    Unlikelihood training (Welleck et al., 2019) on single tokens: used for the repeat negatives
-    of dense windows (`gream_jax.tasks.dense.window_tokens(..., negative=...)`), where the label
-    is the item-unique last token of an item the user already has."""
-    logits = logits.astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    picked = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
-    p = jnp.exp(jnp.minimum(picked - logz, jnp.log1p(-1e-6)))
-    return jnp.sum(-jnp.log1p(-p) * weights), jnp.sum(jax.lax.stop_gradient(p) * weights)
+    total = jnp.sum(jnp.where(present, -jnp.log1p(-p), 0.0))
+    return total, jnp.sum(jnp.where(present, jax.lax.stop_gradient(p), 0.0)), jnp.sum(present.astype(jnp.float32))
