@@ -101,3 +101,26 @@ def test_srpo_advantage_adds_bonus_and_registry():
 def test_zero_variance_groups():
     r = jnp.array([[0.5, 0.5, 0.5], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_array_equal(np.asarray(adv_lib.zero_variance_groups(r)), [True, False, True])
+
+
+def test_history_repeats_are_found_and_their_reward_replaced():
+    from gream_jax.train.rewards import penalise_repeats, repeats_history
+    # 1 prompt x 3 answers over 3-code SIDs; history holds items (1, 2, 7) and (4, 5, 9) plus a padding row
+    pred = jnp.asarray([[[1, 2, 7], [1, 2, 8], [4, 5, 9]]], jnp.int32)
+    hist = jnp.asarray([[[1, 2, 7], [4, 5, 9], [-1, -1, -1]]], jnp.int32)
+    rep = repeats_history(pred, hist)
+    np.testing.assert_array_equal(np.asarray(rep), [[True, False, True]])
+    # a malformed answer (all -1) never matches the padding row
+    assert not bool(repeats_history(jnp.full((1, 1, 3), -1, jnp.int32), hist)[0, 0])
+    out = penalise_repeats(jnp.asarray([[0.816, 0.816, 1.0]]), rep, -0.5)
+    np.testing.assert_allclose(np.asarray(out), [[-0.5, 0.816, -0.5]], rtol=1e-6)
+
+
+def test_repeat_penalty_config_is_checked():
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    config = base_config()
+    config.rl.penalise_repeats = True
+    config.rl.repeat_reward = -2.0
+    with pytest.raises(ConfigError, match="repeat_reward"):
+        validate_config(config)

@@ -54,6 +54,7 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     rl.mode, rl.group_size, rl.batch_prompts, rl.mini_batch_prompts = "direct", 4, 4, 4
     rl.micro_batch_sequences, rl.rollout_chunk_prompts, rl.steps, rl.ppo_epochs = 8, 4, 2, 1
     rl.eval_every, rl.checkpoint_every, rl.learning_rate, rl.warmup_steps = 0, 1, 5e-3, 0
+    rl.penalise_repeats, rl.repeat_reward = True, -0.5
     validate_config(config)
     sft_params = _write_workdir(workdir, monkeypatch, config)
     summary = run_rl(config, workdir)
@@ -62,8 +63,13 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
         rows = [json.loads(line) for line in f]
     train_rows = [r for r in rows if "reward_mean" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
-    for key in ("reward_mean", "exact_hit_rate", "zero_variance_share", "rollout_tokens_per_s"):
+    for key in ("reward_mean", "exact_hit_rate", "zero_variance_share", "rollout_tokens_per_s", "repeat_rate"):
         assert key in train_rows[0]
+    # 12 items, 4-item histories, an untrained model: some answers repeat the history, and they
+    # are paid -0.5 (the only negative reward).
+    rates = [r["repeat_rate"] for r in train_rows]
+    assert all(0.0 <= x <= 1.0 for x in rates) and max(rates) > 0
+    assert all(r["reward_mean"] >= -0.5 for r in train_rows)
     assert any("valid/ndcg@10" in r and r["step"] == 0 for r in rows)      # the SFT baseline
     model_cfg, params, _, meta = load_model(os.path.join(workdir, "rl", "final"))
     assert meta["stage"] == "rl" and meta["step"] == summary["best_step"]

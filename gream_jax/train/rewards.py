@@ -82,6 +82,23 @@ def exact_reward(pred_codes, well_formed, target_codes, table=None) -> jax.Array
     return exact_hits(pred_codes, well_formed, target_codes).astype(jnp.float32)
 
 
+def repeats_history(pred_codes: jax.Array, history_codes: jax.Array) -> jax.Array:
+    """The answer names an item of the prompt's own history: `[P, G]` bool.
+
+    history_codes `[P, H, L]`: SID codes of each prompt's history items (-1 beyond a SID's length;
+    a padding row of all -1 never matches a well-formed answer). Why: in leave-one-out data where
+    users never return to an item (MovieLens, Amazon 5-core) such an answer is always wrong, yet
+    the residual reward still pays it partial credit for sharing the target's prefix, and the SFT
+    model spends a quarter of its top 10 on them (docs/results.md)."""
+    same = jnp.all(pred_codes[:, :, None, :] == history_codes[:, None, :, :], axis=-1)      # [P, G, H]
+    return jnp.any(same & jnp.any(history_codes >= 0, axis=-1)[:, None, :], axis=-1)
+
+
+def penalise_repeats(rewards: jax.Array, is_repeat: jax.Array, value: float) -> jax.Array:
+    """`rewards` with every history-repeating answer's reward replaced by `value`: `[P, G]`."""
+    return jnp.where(is_repeat, jnp.float32(value), rewards).astype(jnp.float32)
+
+
 REWARDS: dict[str, Callable] = {"residual": residual_reward, "exact": exact_reward}
 
 

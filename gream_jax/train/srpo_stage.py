@@ -21,6 +21,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -106,23 +107,39 @@ class SrpoTrainer:
         targets = np.asarray(self.sids.codes)[[t for _, t in hist_targets]]
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
+        is_repeat = self._repeats(out["codes"], [h for h, _ in hist_targets])
+        if self.rl.penalise_repeats:
+            out["rewards"] = np.asarray(rewards_lib.penalise_repeats(
+                jnp.asarray(out["rewards"]), jnp.asarray(is_repeat), float(self.rl.repeat_reward)))
+        seen["repeats"].append(is_repeat.reshape(-1))
         seen["rewards"].append(out["rewards"].reshape(-1))
         seen["hits"].append(out["hits"].reshape(-1))
         seen["well_formed"].append(out["well_formed"].reshape(-1))
         seen["tokens"] += int(out["response_mask"].sum())
         return out
 
+    def _repeats(self, answer_codes: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """Which answers `[P, G, L]` name an item of their prompt's history: `[P, G]` bool
+        (logged as `repeat_rate`; with rl.penalise_repeats their reward is replaced)."""
+        codes = np.asarray(self.sids.codes)
+        n, width = answer_codes.shape[0], max(1, max(len(h) for h in histories))
+        hist = np.full((n, width, codes.shape[1]), -1, np.int32)      # rows past the drawn prompts stay -1
+        for p, h in enumerate(histories[:n]):
+            hist[p, :len(h)] = codes[np.asarray(h, np.int64)]
+        return np.asarray(rewards_lib.repeats_history(jnp.asarray(answer_codes), jnp.asarray(hist)))
+
     def train_step(self) -> dict:
         """One SRPO step: collect a batch, compute advantages, run the inner epochs of updates."""
         rl = self.rl
         t0 = time.perf_counter()
-        seen = {"rewards": [], "hits": [], "well_formed": [], "tokens": 0}
+        seen = {"rewards": [], "hits": [], "well_formed": [], "repeats": [], "tokens": 0}
         batch, stats = collect_groups(lambda n: self._draw(n, seen), int(rl.batch_prompts),
                                       bool(rl.dynamic_sampling), int(rl.max_resample_rounds), float(rl.oversample))
         t_roll = time.perf_counter() - t0
         rewards = np.concatenate(seen["rewards"])
         m = {"reward_mean": float(rewards.mean()), "exact_hit_rate": float(np.concatenate(seen["hits"]).mean()),
              "well_formed_rate": float(np.concatenate(seen["well_formed"]).mean()),
+             "repeat_rate": float(np.concatenate(seen["repeats"]).mean()),
              "zero_variance_share": stats["zero_variance_share"], "groups_kept": stats["groups_kept"],
              "prompts_drawn": stats["prompts_drawn"],
              "resample_rounds": stats["rounds"], "rollout_tokens_per_s": seen["tokens"] / max(t_roll, 1e-9)}
