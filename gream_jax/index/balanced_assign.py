@@ -177,7 +177,7 @@ def balanced_assign(x: jax.Array, centers: jax.Array, w: jax.Array, g: jax.Array
     Costs are ranked as `|c|^2 - 2 x.c` (the row constant |x|^2 changes neither the Sinkhorn
     prices nor any row's choice), divided by the mean squared distance over all (row, centre)
     pairs, computed in O(K d) from the row norms and the row and centre means."""
-    n, k = x.shape[0], centers.shape[0]
+    k = centers.shape[0]
     xx, x_mean = stats if stats is not None else row_stats(x, w)
     n_valid = jnp.sum(w).astype(jnp.int32)
     denom = jnp.maximum(jnp.sum(w), 1.0)

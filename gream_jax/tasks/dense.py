@@ -69,5 +69,3 @@ def with_repeat_negative(ids: list[int], mask: list[int], table: np.ndarray, neg
     toks = sid_ids(table, int(negative))
     marks = [0] * (len(toks) - 1) + [1] if last_only else [1] * len(toks)
     return ids + toks, mask + [0] * len(toks), [0] * len(ids) + marks
-
-
