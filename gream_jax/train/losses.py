@@ -21,6 +21,12 @@ import jax
 import jax.numpy as jnp
 
 
+def _label_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """logits [..., V], labels [...] -> the label's logit [...], picked with an iota comparison."""
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
+
+
 def token_nll_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """logits [..., V] float32, labels [...] int, weights [...] float32 -> (sum of weighted
     -log p(label), weighted count of positions whose label has the largest logit).
@@ -31,8 +37,7 @@ def token_nll_terms(logits: jax.Array, labels: jax.Array, weights: jax.Array) ->
     reduction (they differ only when another token ties the maximum exactly)."""
     top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
     logz = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    picked = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
+    picked = _label_logits(logits, labels)
     hits = (picked >= top).astype(jnp.float32)
     return jnp.sum((logz - picked) * weights), jnp.sum(jax.lax.stop_gradient(hits) * weights)
 
@@ -99,14 +104,10 @@ def chunked_masked_nll(hidden: jax.Array, head: jax.Array, tokens: jax.Array, ta
     return total, jnp.sum(mask), correct
 
 
-
-
 def label_logprobs(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """log p(label) at every position: logits [..., V], labels [...] -> [...] float32."""
     logits = logits.astype(jnp.float32)
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    picked = jnp.sum(jnp.where(vocab == labels[..., None], logits, 0.0), axis=-1)
-    return picked - jax.nn.logsumexp(logits, axis=-1)
+    return _label_logits(logits, labels) - jax.nn.logsumexp(logits, axis=-1)
 
 
 def per_segment_sums(values: jax.Array, segments: jax.Array, size: int) -> jax.Array:
