@@ -75,8 +75,9 @@ class RQResult:
 
 # ----------------------------------------------------------------------------- distances
 
-def _nearest_block(x: jax.Array, c: jax.Array, cc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Nearest centroid of each row of a small block x `[m, d]`: (`[m]` int32, `[m]` squared distance).
+def _nearest_block(x: jax.Array, c: jax.Array, cc: jax.Array, xx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Nearest centroid of each row of a small block x `[m, d]` with squared norms xx `[m]`:
+    (`[m]` int32, `[m]` squared distance).
 
     Ranks rows by `|c|^2 - 2 x.c` (|x|^2 does not change the order) and finds the first index
     attaining the row minimum as the smallest index whose score equals the minimum: XLA:CPU
@@ -87,7 +88,7 @@ def _nearest_block(x: jax.Array, c: jax.Array, cc: jax.Array) -> tuple[jax.Array
     s = cc[None, :] - 2.0 * (x @ c.T)                                    # [m, K]
     m = jnp.min(s, axis=1)
     a = jnp.min(jnp.where(s <= m[:, None], jnp.arange(k, dtype=jnp.int32)[None, :], k - 1), axis=1)
-    return a, jnp.maximum(m + jnp.sum(x * x, axis=-1), 0.0)
+    return a, jnp.maximum(m + xx, 0.0)
 
 
 # A `[rows, K]` distance tile of at most this many floats (4 MiB) is reduced in one block: below
@@ -108,8 +109,10 @@ def _block_rows(n_local: int, k: int = 1, target: int = 512) -> int:
     return b
 
 
-def _nearest(x: jax.Array, c: jax.Array, row_shards: int = 1) -> tuple[jax.Array, jax.Array]:
-    """Index and squared distance of each row's nearest centroid; `[n]`, `[n]`.
+def _nearest(x: jax.Array, c: jax.Array, row_shards: int = 1, xx: jax.Array | None = None
+             ) -> tuple[jax.Array, jax.Array]:
+    """Index and squared distance of each row's nearest centroid; `[n]`, `[n]`. `xx [n]`: the rows'
+    squared norms when the caller has them (a Lloyd loop computes them once per level).
 
     Runs block by block (`lax.map` over blocks of <= 512 rows), so each `[block, K]` distance
     tile is reduced while it is still in cache instead of writing and re-reading an `[n, K]`
@@ -119,9 +122,12 @@ def _nearest(x: jax.Array, c: jax.Array, row_shards: int = 1) -> tuple[jax.Array
     """
     n, d = x.shape
     block = _block_rows(n // row_shards, c.shape[0])
+    xx = jnp.sum(x * x, axis=1) if xx is None else xx
     xb = x.reshape(row_shards, n // (row_shards * block), block, d).swapaxes(0, 1)
+    xxb = xx.reshape(row_shards, n // (row_shards * block), block).swapaxes(0, 1)
     cc = jnp.sum(c * c, axis=-1)
-    a, dist = jax.lax.map(lambda rows: _nearest_block(rows.reshape(-1, d), c, cc), xb)
+    a, dist = jax.lax.map(lambda blk: _nearest_block(blk[0].reshape(-1, d), c, cc, blk[1].reshape(-1)),
+                          (xb, xxb))
     unblock = lambda v: v.reshape(-1, row_shards, block).swapaxes(0, 1).reshape(n)  # noqa: E731
     return unblock(a), unblock(dist)
 
@@ -158,7 +164,7 @@ def kmeans_level(x, w, key, k: int, opts: KMeansOptions, row_shards: int = 1):
     gram = xs.shape[0] <= min(opts.init_gram_rows, GRAM_FLOP_RATIO * k * trials)
     centers = seeding.kmeans_plusplus(xs, ws, key_init, k, trials, gram=gram)
 
-    stats = balanced.row_stats(x, w) if opts.balanced else None
+    stats = balanced.row_stats(x, w)         # row norms and mean row: constant within a level
 
     def assign(centers, g, prev, it):
         if opts.balanced:
@@ -167,7 +173,7 @@ def kmeans_level(x, w, key, k: int, opts: KMeansOptions, row_shards: int = 1):
             return balanced.balanced_assign(x, centers, w, g, prev, sink_iters,
                                             opts.sinkhorn_epsilon, opts.stay_bonus, opts.balance_slack,
                                             stats)
-        a, d = _nearest(x, centers, row_shards)
+        a, d = _nearest(x, centers, row_shards, stats[0])
         return a, d, g
 
     # One assignment per step (traced once): labels from the current centers. Stop when no label
