@@ -124,6 +124,30 @@ def test_blocked_nearest_matches_dense_argmin(row_shards, single_block_floats, m
     np.testing.assert_allclose(np.asarray(d), dense.min(1), rtol=1e-4, atol=1e-4)
 
 
+def test_padding_is_small_for_one_block_inputs_and_the_same_on_any_mesh():
+    assert rq.padded_rows(1682, 1, 256) == rq.padded_rows(1682, 8, 256) == 1728     # 64-row multiple
+    assert rq.padded_rows(1682, 1) == rq.padded_rows(1682, 8) == 1792               # blocked: 256
+    assert rq.padded_rows(200_000, 1, 256) == rq.padded_rows(200_000, 8, 256) == 200_192
+
+
+def test_carried_gram_gives_the_codes_of_a_fresh_gram_and_shards(monkeypatch):
+    # 200 rows, 3 levels of 16 codes: every level seeds on all rows through the Gram matrix, so
+    # levels 2 and 3 derive theirs from the level before (kmeans_seeding.residual_gram).
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((200, 10)).astype(np.float32)
+    opts = rq.KMeansOptions(codes_per_level=(16, 16, 16), iters=10, balanced=True)
+    assert rq._carries_gram(rq.padded_rows(200, 1, 16), opts)
+    carried = rq.fit_rq_kmeans(x, opts, seed=3)
+    sharded = rq.fit_rq_kmeans(x, opts, seed=3, mesh=mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}))
+    monkeypatch.setattr(rq, "_carries_gram", lambda n, opts: False)
+    rq._rq_fit.clear_cache()
+    fresh = rq.fit_rq_kmeans(x, opts, seed=3)
+    rq._rq_fit.clear_cache()
+    np.testing.assert_array_equal(carried.codes, fresh.codes)
+    np.testing.assert_array_equal(carried.codes, sharded.codes)
+    np.testing.assert_allclose(carried.level_mse, fresh.level_mse, rtol=1e-5)
+
+
 def test_block_rows():
     assert rq._block_rows(200192, 256) == 512 and rq._block_rows(64, 1 << 20) == 64
     assert rq._block_rows(96, 1 << 20) == 32 and rq._block_rows(1792, 32) == 1792
@@ -162,9 +186,41 @@ def test_seeding_draws_only_weighted_real_rows():
     rows = {tuple(r) for r in np.asarray(x[:30]).round(6).tolist()}
     assert all(tuple(c) in rows for c in centers.round(6).tolist())          # real rows only
     assert len({tuple(c) for c in centers.round(6).tolist()}) == 8           # D^2 sampling: distinct
-    picks = np.asarray(seeding._draw(jax.random.PRNGKey(1), jnp.asarray([0.0, 2.0, 0.0, 1.0]),
-                                     jnp.ones((4,), bool), (2000,)))
+    u = jax.random.uniform(jax.random.PRNGKey(1), (2000,))
+    picks = np.asarray(seeding.draw_rows(u, jnp.asarray([0.0, 2.0, 0.0, 1.0]), jnp.ones((4,), bool)))
     assert set(picks.tolist()) == {1, 3} and 0.6 < np.mean(picks == 1) < 0.73
+
+
+@pytest.mark.parametrize("m", [256, 250])      # the blocked two-level search, and the plain fallback
+def test_seeding_draw_follows_the_weights(m):
+    from gream_jax.index import kmeans_seeding as seeding
+    rng = np.random.default_rng(7)
+    weights = rng.random(m).astype(np.float32) * (rng.random(m) < 0.7)      # some rows weigh 0
+    weights[-6:] = 0.0                                                       # padding
+    valid = jnp.asarray(np.arange(m) < m - 6)
+    u = jax.random.uniform(jax.random.PRNGKey(2), (40_000, 8))
+    picks = np.asarray(jax.vmap(lambda v: seeding.draw_rows(v, jnp.asarray(weights), valid))(u)).ravel()
+    freq = np.bincount(picks, minlength=m) / picks.size
+    p = weights / weights.sum()
+    assert freq[p == 0].sum() == 0                                           # weight 0: never drawn
+    assert np.abs(freq - p).max() < 5 * np.sqrt(p.max() / picks.size)
+    # All weights 0 (every row is a chosen centre): uniform over the real rows only.
+    flat = np.asarray(seeding.draw_rows(u[:, 0], jnp.zeros((m,)), valid))
+    assert flat.max() < m - 6 and len(set(flat.tolist())) > (m - 6) * 0.9
+
+
+def test_residual_gram_matches_the_residuals_own_gram():
+    from gream_jax.index import kmeans_seeding as seeding
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    x[-4:] = 0.0
+    w = (np.arange(40) < 36).astype(np.float32)
+    centers = rng.standard_normal((5, 6)).astype(np.float32)
+    a = rng.integers(0, 5, 40)
+    r = (x - centers[a]) * w[:, None]
+    got = seeding.residual_gram(jnp.asarray(x @ x.T), jnp.asarray(x @ centers.T), jnp.asarray(centers @ centers.T),
+                                jnp.asarray(a), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(got), r @ r.T, atol=1e-4)
 
 
 def test_index_config_sets_the_warm_sinkhorn_iterations_and_refuses_negative_ones():
