@@ -204,6 +204,9 @@ def test_seeding_draw_follows_the_weights(m):
     p = weights / weights.sum()
     assert freq[p == 0].sum() == 0                                           # weight 0: never drawn
     assert np.abs(freq - p).max() < 5 * np.sqrt(p.max() / picks.size)
+    # A uniform at the very top of the mass still lands on a row of positive weight.
+    top = np.asarray(seeding.draw_rows(jnp.asarray([1.0 - 1e-9, 0.99999994]), jnp.asarray(weights), valid))
+    assert (weights[top] > 0).all()
     # All weights 0 (every row is a chosen centre): uniform over the real rows only.
     flat = np.asarray(seeding.draw_rows(u[:, 0], jnp.zeros((m,)), valid))
     assert flat.max() < m - 6 and len(set(flat.tolist())) > (m - 6) * 0.9

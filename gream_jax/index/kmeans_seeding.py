@@ -49,18 +49,22 @@ def draw_rows(u: jax.Array, weights: jax.Array, valid: jax.Array, block: int = D
     use = jnp.where(jnp.sum(weights) > 0, weights, valid.astype(weights.dtype))
     # Counts in float32 (exact below 2^24): XLA:CPU vectorises a float sum, not an int32 one.
     count_below = lambda cum, v: jnp.sum((cum[None, :] <= v[:, None]).astype(jnp.float32), axis=1).astype(jnp.int32)
+    # The last row of positive weight: rounding can put a draw past the end of the mass, and it
+    # must then land on a drawable row, never on padding.
+    last_positive = lambda v: jnp.max(jnp.where(v > 0, jnp.arange(v.shape[-1]), 0), axis=-1)
     if m % block or m <= block:
         cum = jnp.cumsum(use)
-        return jnp.minimum(count_below(cum, u * cum[-1]), m - 1)
+        return jnp.minimum(count_below(cum, u * cum[-1]), last_positive(use))
     blocks = use.reshape(m // block, block)                               # [nb, block]
     totals = jnp.sum(blocks, axis=1)                                      # [nb]
     cum_blocks = jnp.cumsum(totals)
     target = u * cum_blocks[-1]                                           # [t]
-    b = jnp.minimum(count_below(cum_blocks, target), totals.shape[0] - 1)
+    b = jnp.minimum(count_below(cum_blocks, target), last_positive(totals))
     rest = target - (cum_blocks[b] - totals[b])                           # mass left inside block b
     rows = _take_rows(blocks, b)                                          # [t, block]
     within = rows @ jnp.triu(jnp.ones((block, block), use.dtype))         # [t, block] running sums
-    r = jnp.minimum(jnp.sum((within <= rest[:, None]).astype(jnp.float32), axis=1).astype(jnp.int32), block - 1)
+    r = jnp.minimum(jnp.sum((within <= rest[:, None]).astype(jnp.float32), axis=1).astype(jnp.int32),
+                    last_positive(rows))
     return b * block + r
 
 
