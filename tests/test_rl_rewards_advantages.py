@@ -124,3 +124,17 @@ def test_repeat_penalty_config_is_checked():
     config.rl.repeat_reward = -2.0
     with pytest.raises(ConfigError, match="repeat_reward"):
         validate_config(config)
+
+
+def test_rl_selection_margin():
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    from gream_jax.train.srpo_stage import improves
+    assert improves(0.05, None, 0.01)                        # the first validation (SFT) always sets the bar
+    assert improves(0.0701, 0.0700) and not improves(0.0700, 0.0700)
+    assert not improves(0.0706, 0.0700, 0.005) and improves(0.0751, 0.0700, 0.005)
+    config = base_config()
+    assert config.rl.select_min_gain == 0.0                 # the reference's rule by default
+    config.rl.select_min_gain = -0.01
+    with pytest.raises(ConfigError, match="select_min_gain"):
+        validate_config(config)

@@ -59,6 +59,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval_every = 25               # Direct-mode validation (selects rl/final); 0 = only at the end
     c.eval_users = 0                # validation users scored (0 = config.train.eval_users' choice)
     c.select_metric = "ndcg@10"
+    # A validation must beat the best so far (the SFT model at step 0) by more than this to
+    # replace it; 0 = any improvement (the reference's rule). See srpo_stage.improves.
+    c.select_min_gain = 0.0
     c.checkpoint_every = 25
     c.keep_checkpoints = 2
     c.time_budget_s = 0.0           # stop early (and still export) after this many seconds; 0 = none
@@ -72,6 +75,8 @@ def validate(config) -> None:
     r = config.rl
     if r.objective not in OBJECTIVES:
         raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
+    if not r.select_min_gain >= 0.0:
+        raise ConfigError(f"config.rl.select_min_gain={r.select_min_gain}: must be >= 0")
     for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS)):
         if r[field] not in known:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
