@@ -12,8 +12,8 @@ dimension sharded over the mesh's data axes (logical axis "items"). Pieces:
 Each level ends with an M-step, so every codebook is the mean of its codes' rows.
 
 Deterministic for a seed. Results do not depend on the mesh: inputs are padded to a multiple of
-256 rows (64 for small inputs) whatever the device count (random draws then have the same shape everywhere) and padded
-rows carry weight 0 and stay zero. Shapes: items `[n, d]`, centroids `[K, d]`, costs `[n, K]`.
+256 rows (64 for small inputs; `padded_rows`) whatever the device count, so random draws have the
+same shape everywhere, and padded rows carry weight 0 and stay zero. Shapes: items `[n, d]`, centroids `[K, d]`, costs `[n, K]`.
 """
 
 from __future__ import annotations
