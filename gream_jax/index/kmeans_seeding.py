@@ -115,14 +115,12 @@ def kmeans_plusplus(x: jax.Array, w: jax.Array, key: jax.Array, k: int, n_trials
     first = draw_rows(uniforms[0, :1], jnp.zeros_like(w), valid)
     d2 = sq_dists_to(first)[0]
     chosen = jnp.zeros((k,), jnp.int32).at[0].set(first[0])
-    trial = jnp.arange(n_trials, dtype=jnp.int32)
 
     def body(i, state):
         chosen, d2 = state
         cand = draw_rows(uniforms[i], d2, valid)                         # [t]
         new_d2 = jnp.minimum(d2[None, :], sq_dists_to(cand))              # [t, m]
-        pot = jnp.sum(new_d2, axis=1)                                     # [t]
-        best = jnp.min(jnp.where(pot <= jnp.min(pot), trial, n_trials - 1))  # first argmin
+        best = jnp.argmin(jnp.sum(new_d2, axis=1))                        # over t potentials
         return chosen.at[i].set(cand[best]), new_d2[best]
 
     chosen, _ = jax.lax.fori_loop(1, k, body, (chosen, d2))
