@@ -91,8 +91,9 @@ def main_with_args(*, workdir: str, items: str, user: str, mode: str, top_k: int
     mesh = mesh_lib.make_mesh(config.mesh)
     sids = SemanticIds.load(os.path.join(workdir, "index"), n_items=data.n_items, item_ids=data.item_ids)
     trie = load_trie(os.path.join(workdir, "index"), sids)
-    model_cfg, params, tokenizer, _ = load_model(model_directory(config, workdir), mesh,
-                                                 mesh_lib.rules_from_config(config.mesh))
+    model_cfg, params, tokenizer, meta = load_model(model_directory(config, workdir), mesh,
+                                                    mesh_lib.rules_from_config(config.mesh))
+    config.model.sid_softmax = str(meta.get("sid_softmax", "vocab"))   # decode as it was trained
     if mode == "direct":
         res = recommend_direct(params, model_cfg, tokenizer, sids, trie, [history], config, mesh)
         text = format_recommendations(history, res.items[0], res.scores[0], data, mode)

@@ -38,6 +38,14 @@ def defaults() -> ml_collections.ConfigDict:
     # new rows = mean of existing rows + new_token_noise * (per-dim std of existing rows) * N(0,1).
     c.vocab_pad_multiple = 64
     c.new_token_noise = 0.02
+    # The output distribution over SID tokens (gream_jax/model/trie_softmax.py). "vocab": one
+    # softmax over the whole vocabulary at every position (the reference). "trie": inside an SID a
+    # token competes with its trie siblings only, elsewhere with the non-SID vocabulary plus the
+    # first-level codes; a proper distribution over items whose training never multiplies by the
+    # whole vocabulary (with an item-unique last level, one row per item). Training, validation,
+    # Direct/Reasoning decoding and SRPO all follow it; the exported model records it and the
+    # eval and rl stages refuse a config that disagrees.
+    c.sid_softmax = "vocab"
     # LoRA (rank 0 = full fine-tuning). Targets from gream_jax.model.config.PROJECTIONS.
     c.lora_rank = 0
     c.lora_alpha = 16.0
@@ -50,6 +58,8 @@ def validate(config) -> None:
 
     from gream_jax.config_defaults.base import ConfigError
     m = config.model
+    if m.sid_softmax not in ("vocab", "trie"):
+        raise ConfigError(f"config.model.sid_softmax={m.sid_softmax!r}: must be 'vocab' or 'trie'")
     if m.checkpoint and not os.path.isdir(m.checkpoint):
         raise ConfigError(f"config.model.checkpoint={m.checkpoint!r}: not a directory")
     if m.checkpoint and not os.path.exists(os.path.join(m.checkpoint, "config.json")):

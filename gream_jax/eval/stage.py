@@ -26,7 +26,8 @@ from gream_jax.eval import metrics as metrics_lib
 from gream_jax.eval import report
 from gream_jax.index.trie import Trie, build_trie
 from gream_jax.infer import batching, decoder
-from gream_jax.infer.recommender import device_trie, recommend_direct, recommend_reasoning, reasoning_spec
+from gream_jax.infer.recommender import (check_sid_softmax, device_trie, reasoning_spec, recommend_direct,
+                                         recommend_reasoning, renormalise)
 from gream_jax.utils import io
 from gream_jax.utils.logging import SummaryWriter
 
@@ -153,7 +154,8 @@ def run_eval(config, workdir: str) -> dict:
     sids = SemanticIds.load(os.path.join(workdir, "index"), n_items=data.n_items, item_ids=data.item_ids)
     trie = load_trie(os.path.join(workdir, "index"), sids)
     model_cfg, params, tokenizer, meta = load_model(model_dir, mesh, rules)
-    dev_trie = device_trie(trie, tokenizer, sids, mesh)
+    check_sid_softmax(config, meta, model_dir)
+    dev_trie = device_trie(trie, tokenizer, sids, mesh, renormalise(config))
     check_memory(config, model_cfg, tokenizer, sids, dev_trie, split, mesh)
     logging.info("eval: model %s (%s), %d users, %d items, beam %d, top-%d", model_dir,
                  meta.get("stage", "?"), split.n_users, data.n_items, config.eval.beam_size, config.eval.top_k)

@@ -88,8 +88,12 @@ class Trie:
                 raise ValueError(f"{path}: not a trie file, missing arrays {missing}")
             return cls(**{f.name: z[f.name].astype(np.int32) for f in dataclasses.fields(cls)})
 
-    def to_device(self, sid_token_table: np.ndarray, sharding=None) -> "DeviceTrie":
-        """Maps every edge to its vocabulary token and places the arrays (replicated by default)."""
+    def to_device(self, sid_token_table: np.ndarray, sharding=None, renormalise: bool = False) -> "DeviceTrie":
+        """Maps every edge to its vocabulary token and places the arrays (replicated by default).
+
+        renormalise: the model's SID distribution is trie-factored (`config.model.sid_softmax=
+        "trie"`, see `gream_jax.model.trie_softmax`): decoders score each SID token against its
+        siblings only, instead of against the whole vocabulary."""
         table = np.asarray(sid_token_table)
         if table.ndim != 2:
             raise ValueError(f"sid_token_table: expected [levels, max_codes], got shape {table.shape}")
@@ -106,7 +110,8 @@ class Trie:
         put = (lambda a: jax.device_put(a, sharding)) if sharding is not None else jnp.asarray
         return DeviceTrie(child_start=put(self.child_start), edge_token=put(edge_token),
                           edge_child=put(self.edge_child), node_item=put(self.node_item),
-                          max_children=max(self.max_children, 1), max_depth=self.max_depth)
+                          max_children=max(self.max_children, 1), max_depth=self.max_depth,
+                          renormalise=bool(renormalise))
 
 
 @jax.tree_util.register_dataclass
@@ -120,6 +125,9 @@ class DeviceTrie:
     node_item: jax.Array    # [N] int32
     max_children: int = dataclasses.field(metadata=dict(static=True))
     max_depth: int = dataclasses.field(metadata=dict(static=True))
+    # True when the model was trained with the trie-factored softmax (config.model.sid_softmax =
+    # "trie"): each SID token's log-probability is normalised over its trie siblings.
+    renormalise: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def expand(self, nodes: jax.Array):
         """Children windows of `nodes` (any shape S).

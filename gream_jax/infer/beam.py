@@ -13,6 +13,10 @@ that reaches a leaf is *finished*: it keeps its score and stays in the beam (its
 rank suffix) are handled exactly. All beams of one user are distinct trie nodes, so the K returned
 items are distinct.
 
+With `trie.renormalise` (a model trained with the trie-factored softmax, `config.model.sid_softmax
+= "trie"`) each SID token is instead normalised over its node's children, which is that model's
+own P(item | prompt) up to the first level's outer mass (a constant per user, so the ranking is the
+model's exactly). Otherwise:
 Scores are the sum of the model's full-vocabulary log-probabilities of the SID tokens, i.e.
 log P(item | prompt), with NO length normalisation. Why: each item has exactly one SID, so the raw
 sum is the model's probability of recommending that item; dividing by length (Hugging Face's
@@ -60,12 +64,15 @@ def _top(scores: jax.Array, k: int):
 def _expand(trie: DeviceTrie, logp: jax.Array, node: jax.Array, score: jax.Array):
     """Candidate scores for every (beam, child slot).
 
-    logp [b, n, V], node/score [b, n] -> (cand_score, cand_token, cand_node), each [b, n * W].
+    logp [b, n, V] (raw logits when `trie.renormalise`), node/score [b, n] -> (cand_score,
+    cand_token, cand_node), each [b, n * W].
     A finished beam (a leaf) has one candidate, itself, in slot 0 with its score unchanged.
     """
     b, n = node.shape
     token, child, valid = trie.expand(node)                               # [b, n, W]
     lp = jnp.take_along_axis(logp, token, axis=-1)                        # [b, n, W]
+    if trie.renormalise:   # `logp` holds raw logits: normalise over the node's children only
+        lp = lp - jax.nn.logsumexp(jnp.where(valid, lp, NEG_INF), axis=-1, keepdims=True)
     cand = jnp.where(valid, score[..., None] + lp, NEG_INF)
     finished = (trie.node_item[node] >= 0) & (score > NEG_INF / 2)
     slot0 = jnp.arange(trie.max_children) == 0
@@ -75,6 +82,12 @@ def _expand(trie: DeviceTrie, logp: jax.Array, node: jax.Array, score: jax.Array
     token = jnp.where(stay, -1, token)
     flat = lambda x: x.reshape(b, n * trie.max_children)
     return flat(cand), flat(token), flat(child)
+
+
+def _log_probs(trie: DeviceTrie, logits: jax.Array) -> jax.Array:
+    """Vocabulary log-softmax, or the raw logits when `_expand` normalises over the children."""
+    logits = logits.astype(jnp.float32)
+    return logits if trie.renormalise else jax.nn.log_softmax(logits, axis=-1)
 
 
 def _select(trie: DeviceTrie, logp, node, score, history, step, beam_size):
@@ -106,7 +119,7 @@ def constrained_beam_search(step_fn: Callable, reorder_fn: Callable, params: Any
     rows = jnp.arange(b, dtype=jnp.int32)[:, None]
 
     # Step 0: one beam per user at the root; its children become the first B beams.
-    logp0 = jax.nn.log_softmax(first_logits.astype(jnp.float32), axis=-1)[:, None, :]
+    logp0 = _log_probs(trie, first_logits)[:, None, :]
     node0 = jnp.zeros((b, 1), jnp.int32)
     score0 = jnp.zeros((b, 1), jnp.float32)
     hist0 = jnp.full((b, 1, depth), -1, jnp.int32)
@@ -120,7 +133,7 @@ def constrained_beam_search(step_fn: Callable, reorder_fn: Callable, params: Any
     def advance(step, node, score, history, last, cache):
         feed = jnp.where(last >= 0, last, 0).reshape(-1)   # finished beams feed a harmless token
         logits, cache = step_fn(params, feed, cache)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, beam_size, -1)
+        logp = _log_probs(trie, logits).reshape(b, beam_size, -1)
         node, score, history, last, parent = _select(trie, logp, node, score, history, step, beam_size)
         return node, score, history, last, parent, cache
 

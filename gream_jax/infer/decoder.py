@@ -91,7 +91,7 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
     text = sample_tokens(step, params, logits, cache, rng, max_new_tokens=spec.budget,
                          stop_tokens=(spec.answer_open,) + tuple(spec.end_tokens),
                          temperature=temperature, top_p=top_p,
-                         pad_id=spec.pad_id)
+                         pad_id=spec.pad_id, trie=trie)
     cache = text.cache
     keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
     last = jnp.take_along_axis(text.tokens, jnp.maximum(text.lengths - 1, 0)[:, None], axis=1)[:, 0]

@@ -46,18 +46,35 @@ def sid_token_table(tokenizer, semantic_ids) -> np.ndarray:
     return table(tokenizer, semantic_ids)
 
 
-def device_trie(trie, tokenizer, semantic_ids, mesh) -> DeviceTrie:
+def renormalise(config) -> bool:
+    """Whether decoders score SID tokens against their trie siblings (config.model.sid_softmax)."""
+    return str(config.model.sid_softmax) == "trie"
+
+
+def check_sid_softmax(config, model_meta: dict, model_dir: str) -> None:
+    """Refuses to decode a model under another output distribution than it was trained with."""
+    trained = str(model_meta.get("sid_softmax", "vocab"))
+    if trained != str(config.model.sid_softmax):
+        raise ValueError(f"{model_dir}: the model was trained with sid_softmax={trained!r} (meta.json) but "
+                         f"config.model.sid_softmax={config.model.sid_softmax!r}; pass "
+                         f"--config.model.sid_softmax={trained}")
+
+
+def device_trie(trie, tokenizer, semantic_ids, mesh, renormalise: bool = False) -> DeviceTrie:
     """The trie on device with edges mapped to vocabulary ids (cached per trie/tokenizer)."""
     if isinstance(trie, DeviceTrie):
+        if trie.renormalise != renormalise:
+            raise ValueError(f"DeviceTrie built with renormalise={trie.renormalise}, but this model's "
+                             f"config.model.sid_softmax asks for renormalise={renormalise}")
         return trie
     if not isinstance(trie, Trie):
         raise TypeError(f"trie: expected gream_jax.index.trie.Trie or DeviceTrie, got {type(trie).__name__}")
-    key = (id(trie), id(tokenizer), id(semantic_ids), id(mesh))
+    key = (id(trie), id(tokenizer), id(semantic_ids), id(mesh), bool(renormalise))
     hit = _TRIE_CACHE.get(key)
     if hit is None or hit[0] is not trie:
         if len(_TRIE_CACHE) > 8:
             _TRIE_CACHE.clear()
-        dev = trie.to_device(sid_token_table(tokenizer, semantic_ids), mesh_lib.replicated(mesh))
+        dev = trie.to_device(sid_token_table(tokenizer, semantic_ids), mesh_lib.replicated(mesh), renormalise)
         hit = _TRIE_CACHE[key] = (trie, dev)
     return hit[1]
 
@@ -79,7 +96,7 @@ def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories
     """Top-K items (config.eval.top_k, beam config.eval.beam_size) for each history."""
     from gream_jax.tasks.prompts import direct_prompt_ids
     ev = config.eval
-    dev = device_trie(trie, tokenizer, semantic_ids, mesh)
+    dev = device_trie(trie, tokenizer, semantic_ids, mesh, renormalise(config))
     prompts = [direct_prompt_ids(tokenizer, semantic_ids, h, config) for h in _histories(histories)]
     width = batching.prompt_width(prompts, ev.prompt_bucket)
     cache_len = decoder.direct_cache_len(width, dev)
@@ -144,7 +161,7 @@ def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histor
     """Reasoning chains (config.eval.num_samples per user) then the constrained beam per chain."""
     from gream_jax.tasks.prompts import reasoning_prompt_ids
     ev = config.eval
-    dev = device_trie(trie, tokenizer, semantic_ids, mesh)
+    dev = device_trie(trie, tokenizer, semantic_ids, mesh, renormalise(config))
     spec = reasoning_spec(tokenizer, config)
     prompts = [reasoning_prompt_ids(tokenizer, semantic_ids, h, config) for h in _histories(histories)]
     width = batching.prompt_width(prompts, ev.prompt_bucket)

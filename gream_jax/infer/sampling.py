@@ -80,34 +80,44 @@ def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p):
 
 def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, rng: jax.Array,
                   *, max_new_tokens: int, stop_tokens: Sequence[int], temperature, top_p,
-                  pad_id: int) -> TextSample:
+                  pad_id: int, trie: DeviceTrie | None = None) -> TextSample:
     """Samples up to `max_new_tokens` per row, stopping a row at its first stop token.
 
     A `lax.while_loop` that ends early once every row has stopped; the cache is carried (and so
-    updated in place).
+    updated in place). With a `trie` whose `renormalise` is set (a trie-softmax model), each row
+    tracks where it stands in the SID trie and draws from that model's own distribution
+    (`model.trie_softmax.mask_logits`): an SID begun in the text is continued among its node's
+    children, and inner SID tokens never appear elsewhere.
     """
     n = first_logits.shape[0]
     stops = jnp.asarray(tuple(stop_tokens), jnp.int32).reshape(-1)
+    grammar = trie is not None and trie.renormalise
+    if grammar:
+        from gream_jax.model import trie_softmax
 
     def cond(c):
         t, done = c[0], c[3]
         return (t < max_new_tokens) & ~done.all()
 
     def body(c):
-        t, out, out_lp, done, logits, cache, rng = c
+        t, out, out_lp, done, logits, cache, rng, state = c
         rng, key = jax.random.split(rng)
+        if grammar:
+            logits = trie_softmax.mask_logits(trie, logits, state)
         tok, lp = sample_logits(logits, key, temperature, top_p)
+        if grammar:
+            state = trie_softmax.next_state(trie, state, tok)
         tok = jnp.where(done, pad_id, tok)
         out = out.at[:, t].set(tok)
         out_lp = out_lp.at[:, t].set(jnp.where(done, 0.0, lp))
         done = done | (tok[:, None] == stops[None, :]).any(-1)
         logits, cache = step_fn(params, tok, cache)
-        return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng
+        return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng, state
 
     init = (jnp.int32(0), jnp.full((n, max_new_tokens), pad_id, jnp.int32),
             jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
-            first_logits.astype(jnp.float32), cache, rng)
-    _, out, out_lp, done, logits, cache, _ = jax.lax.while_loop(cond, body, init)
+            first_logits.astype(jnp.float32), cache, rng, jnp.full((n,), -1, jnp.int32))
+    _, out, out_lp, done, logits, cache, _, _ = jax.lax.while_loop(cond, body, init)
     is_stop = (out[..., None] == stops).any(-1)
     first_stop = jnp.argmax(is_stop, axis=-1)
     lengths = jnp.where(done, first_stop + 1, max_new_tokens).astype(jnp.int32)
@@ -132,10 +142,13 @@ def sample_sid(step_fn: Callable, params: Any, first_logits: jax.Array, cache: A
         greedy = jnp.argmax(lg, axis=-1)
         sampled = jax.random.categorical(key, jnp.where(valid, lg / jnp.maximum(temperature, 1e-6), NEG_INF))
         slot = jnp.where(temperature > 0, sampled, greedy)[:, None]
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         chosen_tok = jnp.take_along_axis(tok, slot, axis=-1)[:, 0]
-        return (chosen_tok, jnp.take_along_axis(child, slot, axis=-1)[:, 0],
-                jnp.take_along_axis(logp, chosen_tok[:, None], axis=-1)[:, 0])
+        if trie.renormalise:   # the model's own distribution here is over the children
+            lp = jnp.take_along_axis(jax.nn.log_softmax(lg, axis=-1), slot, axis=-1)[:, 0]
+        else:
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+            lp = jnp.take_along_axis(logp, chosen_tok[:, None], axis=-1)[:, 0]
+        return chosen_tok, jnp.take_along_axis(child, slot, axis=-1)[:, 0], lp
 
     def cond(c):
         t, node = c[0], c[1]

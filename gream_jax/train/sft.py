@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from gream_jax import mesh as mesh_lib
+from gream_jax.model import trie_softmax
 from gream_jax.train.losses import (chunked_masked_nll, label_logprobs, per_segment_sums, sequence_unlikelihood,
                                     token_nll_terms)
 
@@ -71,7 +72,7 @@ def _cast(tree, dtype):
 def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                     compute_dtype: str = "float32", loss_chunk_tokens: int = 0,
                     head_fn: Callable[[Any], jax.Array] | None = None, causal_fast_path: bool = False,
-                    dropout: bool = False, repeat_unlikelihood: float = 0.0):
+                    dropout: bool = False, repeat_unlikelihood: float = 0.0, trie_loss=None):
     """Returns step(state, batch) -> (state, metrics); batch arrays are [accum, rows, seq].
 
     loss_chunk_tokens > 0: the loss never materialises [rows, seq, vocab] logits; `apply_fn` is
@@ -89,6 +90,12 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     sequences `batch["unlikely"]` marks (at most one per example) to the summed loss (same
     denominator as the cross-entropy), and logs `repeat_p` (the sequences' mean probability) and
     `repeat_items` (how many); `loss` stays the cross-entropy.
+    trie_loss = (DeviceTrie, outer_ids [n_outer]): the trie-factored softmax
+    (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"): inside an SID a token is
+    scored against its trie siblings, elsewhere against the outer vocabulary, with no
+    vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
+    label that distribution cannot produce (an SID cut mid-way) are left out and logged as
+    `trie_unscored`.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
@@ -98,12 +105,24 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     ul_weight = float(repeat_unlikelihood)
     if ul_weight < 0:
         raise ValueError(f"repeat_unlikelihood={repeat_unlikelihood}: must be >= 0")
+    if trie_loss is not None and (loss_chunk_tokens or ul_weight or head_fn is None):
+        raise ValueError("trie_loss needs head_fn and excludes loss_chunk_tokens and repeat_unlikelihood")
 
     def loss_sum(params, micro, rng, plain: bool):
         p = _cast(params, dtype) if dtype != jnp.float32 else params
         seg = micro["segment_ids"]
         mask, seg_arg = (None, None) if plain else ((seg > 0).astype(jnp.int32), seg)
         extra = {"dropout_rng": rng} if dropout else {}
+        zero = jnp.zeros(())
+        if trie_loss is not None:
+            trie, outer_ids = trie_loss
+            tokens = micro["tokens"]
+            hidden = apply_fn(p, tokens, mask, micro["positions"], seg_arg, return_hidden=True, **extra)
+            states = trie_softmax.token_states(trie, tokens)
+            total, count, correct, bad = trie_softmax.trie_nll_terms(
+                hidden[:, :-1].astype(dtype), head_fn(p), tokens[:, 1:], states[:, :-1],
+                micro["targets"][:, 1:].astype(jnp.float32), trie, jnp.asarray(outer_ids))
+            return total, (total, count, correct, zero, zero, bad)
         if loss_chunk_tokens:
             hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True,
                               **extra)
@@ -125,7 +144,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                 size = seg.shape[1]
                 ul, ul_p, n_ul = sequence_unlikelihood(per_segment_sums(marks * lp, shift(seg), size),
                                                        per_segment_sums(marks, shift(seg), size) > 0)
-        return total + ul_weight * ul, (total, count, correct, ul_p, n_ul)
+        return total + ul_weight * ul, (total, count, correct, ul_p, n_ul, zero)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
     plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
@@ -148,9 +167,9 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
             return (jax.tree.map(jnp.add, g_acc, g), tuple(a + v for a, v in zip(sums, aux))), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (zeros, (jnp.zeros(()),) * 5)
+        init = (zeros, (jnp.zeros(()),) * 6)
         accum = jax.tree.leaves(batch)[0].shape[0]
-        (grads, (total, count, correct, ul_p, n_ul)), _ = jax.lax.scan(
+        (grads, (total, count, correct, ul_p, n_ul, unscored)), _ = jax.lax.scan(
             body, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -159,6 +178,8 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                      "step": state["step"] + 1, "rng": state["rng"]}
         metrics = {"loss": total / denom, "token_accuracy": correct / denom, "target_tokens": count,
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
+        if trie_loss is not None:
+            metrics["trie_unscored"] = unscored
         if ul_weight:
             metrics["repeat_p"] = ul_p / jnp.maximum(n_ul, 1.0)
             metrics["repeat_items"] = n_ul

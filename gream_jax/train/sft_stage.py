@@ -71,6 +71,21 @@ def _eval_users(config, split, n: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n, replace=False))
 
 
+def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
+    """(DeviceTrie, outer token ids) for config.model.sid_softmax="trie", else None."""
+    if config.model.sid_softmax != "trie":
+        return None
+    from gream_jax.index.trie import build_trie
+    from gream_jax.model.tokenizer import sid_token_table
+    from gream_jax.model.trie_softmax import outer_token_ids
+    host = build_trie(sids)
+    table = sid_token_table(tokenizer, sids)
+    outer = outer_token_ids(host, table, int(model_cfg.vocab_size))
+    logging.info("trie softmax: %d outer tokens + up to %d siblings per SID token, instead of %d",
+                 len(outer), host.max_children, int(model_cfg.vocab_size))
+    return host.to_device(table, mesh_lib.replicated(mesh), renormalise=True), outer
+
+
 def _export(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
     """save_model into a temporary sibling, then rename: `final/` is always complete or absent."""
     from gream_jax.model.store import save_model
@@ -91,7 +106,8 @@ def run_sft(config, workdir: str) -> dict:
     inputs = load_inputs(config, workdir)
     summary, _, best_state, best_meta = train(config, stage_dir, inputs)
     _export(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
-            {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"]})
+            {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"],
+             "sid_softmax": str(config.model.sid_softmax)})
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(os.path.join(stage_dir, "summary.json"), summary)
     logging.info("[sft] done: %s", summary)
@@ -129,6 +145,7 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     state = sft.init_state(params, optimizer, int(config.seed), mesh)
     del params
     step_core = sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype,
+                                    trie_loss=_trie_loss(config, model_cfg, tokenizer, sids, mesh),
                                     loss_chunk_tokens=int(tr.loss_chunk_tokens),
                                     head_fn=lambda p: api.lm_head_rows(p, model_cfg),
                                     causal_fast_path=bool(tr.causal_fast_path),

@@ -30,6 +30,7 @@ import optax
 
 from gream_jax import mesh as mesh_lib
 from gream_jax.model import api as model_api
+from gream_jax.model import trie_softmax
 
 BATCH_AXES = (None, "batch", None)     # logical axes of [n_micro, micro, seq] arrays
 
@@ -65,16 +66,21 @@ def lm_head(params, model_cfg, hidden):
                       preferred_element_type=jnp.float32)
 
 
-def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: int):
+def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: int, trie=None):
     """Log-probability and entropy of each response token: `[b, S]` -> (`[b, R]`, `[b, R]`).
 
     The logit at position t scores token t + 1, so the response's R tokens are scored by the
-    hidden states at positions S - R - 1 .. S - 2.
+    hidden states at positions S - R - 1 .. S - 2. With a `trie` (a trie-softmax model,
+    `DeviceTrie.renormalise`) the distribution is that model's own (`trie_softmax.mask_logits`
+    at each position's SID-trie state), the one its rollouts were drawn from.
     """
     hidden = model_api.forward(params, model_cfg, tokens, attention_mask,
                                positions_from_mask(attention_mask), return_hidden=True)
     s = tokens.shape[1]
     logits = lm_head(params, model_cfg, hidden[:, s - response_len - 1:s - 1])
+    if trie is not None:
+        states = trie_softmax.token_states(trie, tokens)[:, s - response_len - 1:s - 1]
+        logits = trie_softmax.mask_logits(trie, logits, states)
     logp_all = jax.nn.log_softmax(logits, axis=-1)
     targets = tokens[:, s - response_len:]
     logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
@@ -152,30 +158,35 @@ def init_optimizer_state(model_cfg, opt: OptimizerConfig, params, mesh, rules):
 
 
 @functools.lru_cache(maxsize=16)
-def make_logprob_fn(model_cfg, mesh, rules, response_len: int):
+def make_logprob_fn(model_cfg, mesh, rules, response_len: int, renormalise: bool = False):
     """Jitted `(params, tokens, attention_mask) -> logp [n_micro, micro, R]`, scanned over micro-batches.
 
     One compiled forward serves the old policy and the frozen reference (same shapes, other
     params). Cached on its (hashable) arguments, so a resumed run in the same process reuses it.
+    renormalise (a trie-softmax model): the function takes the `DeviceTrie` as a fourth argument.
     """
     shard = batch_shardings(mesh, rules)
 
-    def run(params, tokens, attention_mask):
+    def run(params, tokens, attention_mask, trie=None):
         def body(_, xs):
             t, m = xs
-            logp, _ = response_logprobs(params, model_cfg, t, m, response_len)
+            logp, _ = response_logprobs(params, model_cfg, t, m, response_len, trie)
             return None, logp
         _, out = jax.lax.scan(body, None, (tokens, attention_mask))
         return out
 
     param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
-    return jax.jit(run, in_shardings=(param_shardings, shard["tokens"], shard["attention_mask"]),
-                   out_shardings=shard["old_logp"])
+    in_shardings = (param_shardings, shard["tokens"], shard["attention_mask"])
+    if renormalise:
+        in_shardings += (mesh_lib.replicated(mesh),)
+    return jax.jit(run, in_shardings=in_shardings, out_shardings=shard["old_logp"])
 
 
 @functools.lru_cache(maxsize=16)
-def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, rules, response_len: int):
-    """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step.
+def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, rules, response_len: int,
+                   renormalise: bool = False):
+    """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step
+    (renormalise, a trie-softmax model: `(params, opt_state, batch, trie)`).
 
     Gradients are accumulated over the batch's micro-batches with `lax.scan`; the loss is the
     token mean over the whole mini-batch, so the micro-batch split does not change the update.
@@ -186,11 +197,11 @@ def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, 
     replicated = mesh_lib.replicated(mesh)
     param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
     opt_shardings = optimizer_shardings(model_cfg, opt, mesh, rules)
-    def update(params, opt_state, batch):
+    def update(params, opt_state, batch, trie=None):
         denom = jnp.maximum(jnp.sum(batch["response_mask"]), 1.0)
 
         def micro_loss(p, mb):
-            logp, entropy = response_logprobs(p, model_cfg, mb["tokens"], mb["attention_mask"], response_len)
+            logp, entropy = response_logprobs(p, model_cfg, mb["tokens"], mb["attention_mask"], response_len, trie)
             per_token, clipped, kl = token_loss(logp, mb["old_logp"], mb["ref_logp"], mb["advantages"], loss_cfg)
             mask = mb["response_mask"]
             sums = {"loss": jnp.sum(per_token * mask), "clip_frac": jnp.sum(clipped * mask),
@@ -213,5 +224,6 @@ def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, 
         metrics["tokens"] = denom
         return params, opt_state, metrics
 
-    return jax.jit(update, in_shardings=(param_shardings, opt_shardings, shard),
+    in_shardings = (param_shardings, opt_shardings, shard) + ((replicated,) if renormalise else ())
+    return jax.jit(update, in_shardings=in_shardings,
                    out_shardings=(param_shardings, opt_shardings, replicated), donate_argnums=(0, 1))

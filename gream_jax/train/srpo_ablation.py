@@ -60,8 +60,10 @@ def evaluate_sft(config, base: str) -> dict:
     data, split = load_prepared(base)
     sids = SemanticIds.load(os.path.join(base, "index"), n_items=len(data.item_ids))
     mesh = mesh_lib.make_mesh(config.mesh)
-    model_cfg, params, tokenizer, _ = load_model(os.path.join(base, "sft", "final"), mesh,
-                                                 mesh_lib.rules_from_config(config.mesh))
+    from gream_jax.infer.recommender import check_sid_softmax
+    model_dir = os.path.join(base, "sft", "final")
+    model_cfg, params, tokenizer, sft_meta = load_model(model_dir, mesh, mesh_lib.rules_from_config(config.mesh))
+    check_sid_softmax(config, sft_meta, model_dir)
     validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
     return {"valid": validator.evaluate(params, split, "valid"), "test": validator.evaluate(params, split, "test")}
 

@@ -36,6 +36,7 @@ import numpy as np
 from gream_jax.index.trie import DeviceTrie
 from gream_jax.infer import sampling
 from gream_jax.model import api as model_api
+from gream_jax.model import trie_softmax
 
 THINK, SID, CLOSE, DONE = 0, 1, 2, 3
 
@@ -119,7 +120,10 @@ def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, leve
         tags_ok=jnp.full((b,), spec.mode == "direct"), sid_ok=jnp.ones((b,), bool),
         answered=jnp.zeros((b,), bool),
         tokens=jnp.full((b, r), spec.pad_id, jnp.int32), mask=jnp.zeros((b, r), jnp.int32),
-        codes=jnp.full((b, big_l), -1, jnp.int32))
+        codes=jnp.full((b, big_l), -1, jnp.int32), grammar=jnp.full((b,), -1, jnp.int32))
+    # A trie-softmax model (trie.renormalise) samples free text from its own distribution: each
+    # row's SID-trie state is tracked (`grammar`) and the logits masked by `trie_softmax.mask_logits`.
+    grammar = trie.renormalise
 
     def cond(s):
         return (s["t"] < r) & jnp.any(s["phase"] != DONE)
@@ -127,7 +131,8 @@ def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, leve
     def body(s):
         rng, k_free, k_sid = jax.random.split(s["rng"], 3)
         phase, logits = s["phase"], s["logits"]
-        free_tok, _ = sampling.sample_logits(logits, k_free, spec.temperature, spec.top_p)
+        free_logits = trie_softmax.mask_logits(trie, logits, s["grammar"]) if grammar else logits
+        free_tok, _ = sampling.sample_logits(free_logits, k_free, spec.temperature, spec.top_p)
         # Constrained SID step: choose among the trie children of each row's node.
         child_tok, child_node, valid = trie.expand(s["node"])                 # [b, W]
         child_logits = jnp.take_along_axis(logits, child_tok, axis=-1)
@@ -193,7 +198,8 @@ def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, leve
         return dict(t=s["t"] + 1, logits=logits.astype(jnp.float32), cache=cache, rng=rng, phase=new_phase, node=node,
                     depth=depth, n_think=n_think, saw_open=saw_open, saw_close=saw_close,
                     tags_ok=tags_ok, sid_ok=sid_ok, answered=answered, tokens=tokens, mask=mask,
-                    codes=codes)
+                    codes=codes,
+                    grammar=trie_softmax.next_state(trie, s["grammar"], token) if grammar else s["grammar"])
 
     out = jax.lax.while_loop(cond, body, state)
     well_formed = out["tags_ok"] & out["sid_ok"] & out["answered"]

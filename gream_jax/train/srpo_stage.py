@@ -83,7 +83,10 @@ class SrpoTrainer:
         self.objective = adv_lib.get_objective(rl.objective)
         self.spec = rollout_spec(config, tokenizer, sids, rl.mode)
         table = sid_token_table(tokenizer, sids)
-        trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh))
+        renorm = str(config.model.sid_softmax) == "trie"
+        trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh), renorm)
+        # A trie-softmax model's log-probabilities need the trie (an extra argument); else none.
+        self.trie_args = (trie,) if renorm else ()
         self.shardings = jax.tree.map(lambda x: x.sharding, params)
         self.params = params
         self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
@@ -96,8 +99,8 @@ class SrpoTrainer:
         opt = srpo.OptimizerConfig.from_config(rl)
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
-        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r)
-        self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r)
+        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm)
+        self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r, renorm)
         dp = mesh_lib.data_parallel_size(mesh, rules)
         micro = int(rl.micro_batch_sequences)
         self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
@@ -163,15 +166,17 @@ class SrpoTrainer:
         t1 = time.perf_counter()
         with jax.set_mesh(self.mesh):
             for mb in minis:
-                mb["old_logp"] = self.logprob_fn(self.params, mb["tokens"], mb["attention_mask"])
-                mb["ref_logp"] = (self.logprob_fn(self.ref_params, mb["tokens"], mb["attention_mask"])
+                mb["old_logp"] = self.logprob_fn(self.params, mb["tokens"], mb["attention_mask"], *self.trie_args)
+                mb["ref_logp"] = (self.logprob_fn(self.ref_params, mb["tokens"], mb["attention_mask"],
+                                                  *self.trie_args)
                                   if rl.kl_coef > 0 else mb["old_logp"])
             sums: dict[str, float] = {}
             n_updates = 0
             for epoch in range(int(rl.ppo_epochs)):
                 for j in np_rng.permutation(len(minis)):
                     mb = {k: v for k, v in minis[j].items() if k != "index"}
-                    self.params, self.opt_state, metrics = self.update_fn(self.params, self.opt_state, mb)
+                    self.params, self.opt_state, metrics = self.update_fn(self.params, self.opt_state, mb,
+                                                                          *self.trie_args)
                     for k, v in jax.device_get(metrics).items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     n_updates += 1
@@ -201,7 +206,9 @@ def load_inputs(config, workdir):
     if not os.path.isdir(init_dir):
         raise FileNotFoundError(f"{init_dir}: no model to start RL from (config.rl.init_from="
                                 f"{config.rl.init_from!r}); run the sft stage first")
-    model_cfg, params, tokenizer = load_model(init_dir, mesh, rules)[:3]
+    model_cfg, params, tokenizer, meta = load_model(init_dir, mesh, rules)
+    from gream_jax.infer.recommender import check_sid_softmax
+    check_sid_softmax(config, meta, init_dir)
     return split, sids, model_cfg, params, tokenizer, mesh, rules
 
 
@@ -301,7 +308,8 @@ def run_rl(config, workdir: str) -> dict:
                "select_metric": metric, "valid": valid, "test": test,
                "sft_valid_subset": sft_valid}
     _export(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
-            {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid})
+            {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid,
+             "sid_softmax": str(config.model.sid_softmax)})
     ckpt.close()
     writer.close()
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
