@@ -91,6 +91,38 @@ def test_loss_equals_masked_full_softmax_and_gradients_match(setup):
     # An inner label only competes with its siblings: a much cheaper softmax than the vocabulary.
     assert outer.shape[0] < s["vocab"]
 
+    # "level": an inner label competes with every token of its own SID level instead.
+    table = s["table"]
+    level_ids = tuple(np.asarray(table[lvl][table[lvl] >= 0]) for lvl in range(1, table.shape[0]))
+
+    def ours_level(h, w):
+        return ts.trie_nll_terms(h, w, labels, st, weights, s["dev"], outer, level_ids)
+
+    def ref_level(h, w):
+        logits = jnp.einsum("bnd,vd->bnv", h, w)
+        inner = np.zeros(s["vocab"], bool)
+        inner[np.concatenate(level_ids)] = True
+        level_of = np.full(s["vocab"], -1)
+        for lvl, ids in enumerate(level_ids):
+            level_of[ids] = lvl
+        same = jnp.asarray(level_of)[labels][..., None] == jnp.asarray(level_of)[None, None, :]
+        inside = ts._has_children(s["dev"], st)[..., None]
+        allowed = jnp.where(inside, same & jnp.asarray(inner)[None, None, :], ~jnp.asarray(inner)[None, None, :])
+        lp = jax.nn.log_softmax(jnp.where(allowed, logits, ts.NEG_INF), axis=-1)
+        picked = jnp.take_along_axis(lp, labels[..., None], axis=-1)[..., 0]
+        ok = (ts.mask_logits(s["dev"], logits, st) > -1e20)
+        ok = jnp.take_along_axis(ok, labels[..., None], axis=-1)[..., 0]
+        return jnp.sum(jnp.where(ok, -picked, 0.0) * weights), jnp.sum(weights * ok)
+
+    (l_nll, l_count, l_hits, l_bad), (lr_nll, lr_count) = ours_level(hidden, head), ref_level(hidden, head)
+    np.testing.assert_allclose(float(l_nll), float(lr_nll), rtol=1e-5)
+    assert float(l_count) == float(lr_count) == float(count) and float(l_bad) == float(bad)
+    assert float(l_nll) > float(nll)          # a level has at least as many competitors as a node
+    g1 = jax.grad(lambda h, w: ours_level(h, w)[0], argnums=(0, 1))(hidden, head)
+    g2 = jax.grad(lambda h, w: ref_level(h, w)[0], argnums=(0, 1))(hidden, head)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
 
 def _trie_scores(s, params, prompts):
     """Reference: log P(item) with each SID token normalised over its node's children."""
@@ -220,11 +252,12 @@ def _trie_steps(config, inputs, host, n=3):
     return out
 
 
-def test_sft_step_with_trie_loss_trains_and_shards():
+@pytest.mark.parametrize("mode", ["trie", "level"])
+def test_sft_step_with_trie_loss_trains_and_shards(mode):
     from sft_toy import tiny_config, tiny_inputs
     from gream_jax.train.sft_data import make_streams
     config = tiny_config()
-    config.model.sid_softmax = "trie"
+    config.model.sid_softmax = mode
     one = tiny_inputs(config, jax.devices()[:1])
     host = make_streams(config, one.split, one.semantic_ids, one.items, one.tokenizer).alignment.batch(0)
     m1 = _trie_steps(config, one, host)

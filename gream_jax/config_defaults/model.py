@@ -42,9 +42,12 @@ def defaults() -> ml_collections.ConfigDict:
     # softmax over the whole vocabulary at every position (the reference). "trie": inside an SID a
     # token competes with its trie siblings only, elsewhere with the non-SID vocabulary plus the
     # first-level codes; a proper distribution over items whose training never multiplies by the
-    # whole vocabulary (with an item-unique last level, one row per item). Training, validation,
-    # Direct/Reasoning decoding and SRPO all follow it; the exported model records it and the
-    # eval and rl stages refuse a config that disagrees.
+    # whole vocabulary (with an item-unique last level, one row per item). "level": the same,
+    # except that in training an SID token competes with every token of its own level (the
+    # item-unique level: every item, SASRec's dense all-items objective) at about a third of the
+    # vocabulary softmax's cost on 3-token SIDs. Decoding, validation and SRPO normalise over the
+    # trie children in both; the exported model records the mode and the eval and rl stages
+    # refuse a config that disagrees.
     c.sid_softmax = "vocab"
     # LoRA (rank 0 = full fine-tuning). Targets from gream_jax.model.config.PROJECTIONS.
     c.lora_rank = 0
@@ -58,8 +61,8 @@ def validate(config) -> None:
 
     from gream_jax.config_defaults.base import ConfigError
     m = config.model
-    if m.sid_softmax not in ("vocab", "trie"):
-        raise ConfigError(f"config.model.sid_softmax={m.sid_softmax!r}: must be 'vocab' or 'trie'")
+    if m.sid_softmax not in ("vocab", "trie", "level"):
+        raise ConfigError(f"config.model.sid_softmax={m.sid_softmax!r}: must be 'vocab', 'trie' or 'level'")
     if m.checkpoint and not os.path.isdir(m.checkpoint):
         raise ConfigError(f"config.model.checkpoint={m.checkpoint!r}: not a directory")
     if m.checkpoint and not os.path.exists(os.path.join(m.checkpoint, "config.json")):

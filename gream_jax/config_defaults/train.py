@@ -100,9 +100,9 @@ def validate(config) -> None:
     if float(t.repeat_unlikelihood) > 0 and not config.tasks.dense_seqrec:
         raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood} acts on dense seqrec windows "
                           f"only; set config.tasks.dense_seqrec=True or the weight to 0")
-    if config.model.sid_softmax == "trie" and (int(t.loss_chunk_tokens) or float(t.repeat_unlikelihood)):
-        raise ConfigError("config.model.sid_softmax='trie' computes its own head rows per position and does not "
-                          "combine with config.train.loss_chunk_tokens > 0 or config.train.repeat_unlikelihood > 0; "
+    if config.model.sid_softmax != "vocab" and (int(t.loss_chunk_tokens) or float(t.repeat_unlikelihood)):
+        raise ConfigError(f"config.model.sid_softmax={config.model.sid_softmax!r} computes its own head rows and "
+                          "does not combine with config.train.loss_chunk_tokens > 0 or config.train.repeat_unlikelihood > 0; "
                           "set those to 0")
     if not 0.0 <= float(t.dropout_rate) < 1.0:
         raise ConfigError(f"config.train.dropout_rate={t.dropout_rate}: must be in [0, 1) (0 = no dropout)")

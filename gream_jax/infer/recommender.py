@@ -48,7 +48,7 @@ def sid_token_table(tokenizer, semantic_ids) -> np.ndarray:
 
 def renormalise(config) -> bool:
     """Whether decoders score SID tokens against their trie siblings (config.model.sid_softmax)."""
-    return str(config.model.sid_softmax) == "trie"
+    return str(config.model.sid_softmax) in ("trie", "level")
 
 
 def check_sid_softmax(config, model_meta: dict, model_dir: str) -> None:

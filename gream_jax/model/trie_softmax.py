@@ -100,12 +100,58 @@ def mask_logits(trie: DeviceTrie, logits: jax.Array, state: jax.Array) -> jax.Ar
     return jnp.where(allowed, flat, NEG_INF).reshape(shape)
 
 
+def _log_partition(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(max, logsumexp) over the last axis; the max is a constant of the gradient."""
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+    return top, top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))
+
+
+def _pick(logits: jax.Array, index: jax.Array) -> jax.Array:
+    """logits [..., k], index [...] -> logits[..., index] via an iota comparison (-1 picks 0)."""
+    slot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.sum(jnp.where(slot == index[..., None], logits, 0.0), axis=-1)
+
+
+def _level_sums(hidden, w, labels, chosen, weights, level_ids):
+    """Sums of (-log p, argmax hits, overflow) over the `chosen` inner positions [b, n], each label
+    scored against every token of its own SID level (`level_ids[j]` = level j + 1's token ids).
+
+    Only the positions of one level are multiplied by that level's rows: they are moved to the
+    front (a stable argsort) and the first `cap` taken, with cap = b * ceil(n / (level + 1)),
+    which no batch can exceed (a level-l label follows l tokens of its own SID, so such positions
+    are at least l + 1 apart in a row). An item-unique last level thus costs about a third of a
+    vocabulary softmax on 3-token SIDs, not all of it."""
+    b, n, d = hidden.shape
+    flat_h, flat_y = hidden.reshape(b * n, d), labels.reshape(-1)
+    flat_c, flat_w = chosen.reshape(-1), weights.reshape(-1)
+    total = hits = overflow = jnp.zeros((), jnp.float32)
+    for level, ids in enumerate(level_ids, start=1):
+        ids = jnp.asarray(ids, jnp.int32)
+        index = jnp.full((w.shape[0],), -1, jnp.int32).at[ids].set(jnp.arange(ids.shape[0], dtype=jnp.int32))
+        pos = index[flat_y]
+        at_level = flat_c & (pos >= 0)
+        cap = min(b * n, b * -(-n // (level + 1)))
+        order = jnp.argsort(~at_level, stable=True)[:cap]
+        sel = at_level[order]
+        logits = jnp.einsum("cd,kd->ck", flat_h[order], w[ids], preferred_element_type=jnp.float32)
+        top, logz = _log_partition(logits)
+        pick = _pick(logits, pos[order])
+        ws = flat_w[order] * sel
+        total += jnp.sum(jnp.where(sel, logz - pick, 0.0) * ws)
+        hits += jnp.sum(jax.lax.stop_gradient((pick >= top).astype(jnp.float32)) * ws)
+        overflow += jnp.sum(flat_w * at_level) - jnp.sum(ws)
+    return total, hits, overflow
+
+
 def trie_nll_terms(hidden: jax.Array, head: jax.Array, labels: jax.Array, states: jax.Array,
-                   weights: jax.Array, trie: DeviceTrie, outer_ids: jax.Array):
+                   weights: jax.Array, trie: DeviceTrie, outer_ids: jax.Array, level_ids=None):
     """Training loss terms without a vocabulary-wide matmul.
 
     hidden [b, n, d] (position t predicts labels[:, t]), head [V, d] (LM head rows), labels /
     states / weights [b, n] (states[:, t] = the node after reading token t), outer_ids [n_outer].
+    level_ids (sid_softmax="level"): a sequence, per SID level after the first, of that level's
+    token ids; an inner label is then scored against its whole level (the item-unique level
+    against every item, SASRec's all-items objective) instead of its trie siblings.
     Returns (sum of weighted -log p(label), weighted count of scored positions, weighted argmax
     hits, weighted count of positions whose label the distribution cannot produce). The last are
     left out of the loss: they only arise from malformed text (an SID cut mid-way), and are logged
@@ -118,21 +164,25 @@ def trie_nll_terms(hidden: jax.Array, head: jax.Array, labels: jax.Array, states
     outer_index = jnp.full((head.shape[0],), -1, jnp.int32).at[outer_ids].set(
         jnp.arange(outer_ids.shape[0], dtype=jnp.int32))
     label_pos = outer_index[labels]
-    slot_o = jax.lax.broadcasted_iota(jnp.int32, outer_logits.shape, 2)
-    pick_o = jnp.sum(jnp.where(slot_o == label_pos[..., None], outer_logits, 0.0), axis=-1)
-    top_o = jax.lax.stop_gradient(jnp.max(outer_logits, axis=-1))
-    logz_o = top_o + jnp.log(jnp.sum(jnp.exp(outer_logits - top_o[..., None]), axis=-1))
-    # Inner positions: a softmax over the node's children, gathered rows [b, n, W, d].
+    pick_o = _pick(outer_logits, label_pos)
+    top_o, logz_o = _log_partition(outer_logits)
+    # Inner positions: is the label one of the node's children (a well-formed continuation)?
     tok, _, valid = trie.expand(jnp.maximum(states, 0))
-    inner_logits = jnp.einsum("bnd,bnwd->bnw", hidden, w[tok], preferred_element_type=jnp.float32)
-    inner_logits = jnp.where(valid, inner_logits, NEG_INF)
     is_label = valid & (tok == labels[..., None])
-    pick_i = jnp.sum(jnp.where(is_label, inner_logits, 0.0), axis=-1)
-    top_i = jax.lax.stop_gradient(jnp.max(inner_logits, axis=-1))
-    logz_i = top_i + jnp.log(jnp.sum(jnp.exp(inner_logits - top_i[..., None]), axis=-1))
     ok = jnp.where(inside, is_label.any(-1), label_pos >= 0)
-    nll = jnp.where(inside, logz_i - pick_i, logz_o - pick_o)
-    hit = jnp.where(inside, pick_i >= top_i, pick_o >= top_o)
+    if level_ids is None:   # softmax over the node's children, gathered rows [b, n, W, d]
+        inner_logits = jnp.einsum("bnd,bnwd->bnw", hidden, w[tok], preferred_element_type=jnp.float32)
+        inner_logits = jnp.where(valid, inner_logits, NEG_INF)
+        pick_i = jnp.sum(jnp.where(is_label, inner_logits, 0.0), axis=-1)
+        top_i, logz_i = _log_partition(inner_logits)
+        nll = jnp.where(inside, logz_i - pick_i, logz_o - pick_o)
+        hit = jnp.where(inside, pick_i >= top_i, pick_o >= top_o)
+        extra = (0.0, 0.0, 0.0)
+    else:                   # outer positions here; inner ones per level, below
+        nll, hit = logz_o - pick_o, pick_o >= top_o
+        extra = _level_sums(hidden, w, labels, ok & inside, weights, level_ids)
+    outer_or_all = ok if level_ids is None else ok & ~inside
     scored = weights * ok
-    return (jnp.sum(jnp.where(ok, nll, 0.0) * weights), jnp.sum(scored),
-            jnp.sum(jax.lax.stop_gradient(hit.astype(jnp.float32)) * scored), jnp.sum(weights * ~ok))
+    total = jnp.sum(jnp.where(outer_or_all, nll, 0.0) * weights) + extra[0]
+    hits = jnp.sum(jax.lax.stop_gradient(hit.astype(jnp.float32)) * weights * outer_or_all) + extra[1]
+    return total, jnp.sum(scored) - extra[2], hits, jnp.sum(weights * ~ok) + extra[2]

@@ -90,9 +90,10 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     sequences `batch["unlikely"]` marks (at most one per example) to the summed loss (same
     denominator as the cross-entropy), and logs `repeat_p` (the sequences' mean probability) and
     `repeat_items` (how many); `loss` stays the cross-entropy.
-    trie_loss = (DeviceTrie, outer_ids [n_outer]): the trie-factored softmax
-    (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"): inside an SID a token is
-    scored against its trie siblings, elsewhere against the outer vocabulary, with no
+    trie_loss = (DeviceTrie, outer_ids [n_outer], level_ids or None): the trie-factored softmax
+    (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"/"level"): inside an SID a
+    token is scored against its trie siblings (or, with level_ids, its whole SID level),
+    elsewhere against the outer vocabulary, with no
     vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
     label that distribution cannot produce (an SID cut mid-way) are left out and logged as
     `trie_unscored`.
@@ -115,13 +116,13 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         extra = {"dropout_rng": rng} if dropout else {}
         zero = jnp.zeros(())
         if trie_loss is not None:
-            trie, outer_ids = trie_loss
+            trie, outer_ids, level_ids = trie_loss
             tokens = micro["tokens"]
             hidden = apply_fn(p, tokens, mask, micro["positions"], seg_arg, return_hidden=True, **extra)
             states = trie_softmax.token_states(trie, tokens)
             total, count, correct, bad = trie_softmax.trie_nll_terms(
                 hidden[:, :-1].astype(dtype), head_fn(p), tokens[:, 1:], states[:, :-1],
-                micro["targets"][:, 1:].astype(jnp.float32), trie, jnp.asarray(outer_ids))
+                micro["targets"][:, 1:].astype(jnp.float32), trie, jnp.asarray(outer_ids), level_ids)
             return total, (total, count, correct, zero, zero, bad)
         if loss_chunk_tokens:
             hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True,

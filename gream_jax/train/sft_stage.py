@@ -72,8 +72,10 @@ def _eval_users(config, split, n: int) -> np.ndarray | None:
 
 
 def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
-    """(DeviceTrie, outer token ids) for config.model.sid_softmax="trie", else None."""
-    if config.model.sid_softmax != "trie":
+    """(DeviceTrie, outer token ids, per-level token ids or None) for config.model.sid_softmax =
+    "trie" / "level" (`gream_jax.model.trie_softmax`), else None."""
+    mode = str(config.model.sid_softmax)
+    if mode == "vocab":
         return None
     from gream_jax.index.trie import build_trie
     from gream_jax.model.tokenizer import sid_token_table
@@ -81,9 +83,16 @@ def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     host = build_trie(sids)
     table = sid_token_table(tokenizer, sids)
     outer = outer_token_ids(host, table, int(model_cfg.vocab_size))
-    logging.info("trie softmax: %d outer tokens + up to %d siblings per SID token, instead of %d",
-                 len(outer), host.max_children, int(model_cfg.vocab_size))
-    return host.to_device(table, mesh_lib.replicated(mesh), renormalise=True), outer
+    levels = None
+    if mode == "level":
+        sizes = [int(k) for k in sids.level_sizes]
+        levels = tuple(np.asarray(table[lvl, :sizes[lvl]], np.int32) for lvl in range(1, len(sizes)))
+        logging.info("level softmax: %d outer tokens; inner levels of %s tokens, instead of %d", len(outer),
+                     [len(ids) for ids in levels], int(model_cfg.vocab_size))
+    else:
+        logging.info("trie softmax: %d outer tokens + up to %d siblings per SID token, instead of %d",
+                     len(outer), host.max_children, int(model_cfg.vocab_size))
+    return host.to_device(table, mesh_lib.replicated(mesh), renormalise=True), outer, levels
 
 
 def _export(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
