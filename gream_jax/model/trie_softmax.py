@@ -18,6 +18,12 @@ costs n_outer + max_children rows (Beauty: ~1.1k + 80), so the same CPU budget t
 times more windows; and training matches how Direct mode ranks (inside the trie only siblings
 compete), where the vocabulary softmax spends capacity pushing down tokens the trie never allows.
 
+"level" (`trie_nll_terms(..., level_ids=...)`): decoding as "trie", but in training an inner SID
+token competes with every token of its own SID level, so an item-unique last level keeps the dense
+all-items objective (every item a negative of every target, as SASRec trains). Without it the item
+embeddings (tied: also the history's input embeddings) only ever meet their few trie siblings; on
+ML-100k's 2 x 32 codes that is ~1.6 items, and "trie" lost on test there (docs/results.md).
+
 State: `token_states` gives, for every position, the trie node reached by the SID tokens read so
 far (-1 outside an SID); position t's distribution is the one for token t + 1. Shapes: b batch,
 s sequence, d hidden, V vocabulary, W the trie's max_children.
