@@ -10,7 +10,8 @@ prepare + index about 1-2 min; SFT 1,600 updates about 13-15 min (best validatio
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
 Full pipeline (about 25 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
 items ranked (docs/results.md "session 6"): with the level softmax (the recipe's default since
-session 6) test Recall@10 / NDCG@10 0.1336 / 0.0635 (seed 0) and 0.1315 / 0.0661 (seed 1); with
+session 6) test Recall@10 / NDCG@10 0.1336 / 0.0635 and, in a fresh `all` run with 150 instead of
+99 SRPO steps, 0.1294 / 0.0619 (seed 0); 0.1315 / 0.0661 (seed 1); with
 the reference's vocabulary softmax (`--config.model.sid_softmax=vocab`) five runs gave 0.121-0.135
 / 0.059-0.068 and eleven SFT-only runs average 0.129 / 0.062.
 SASRec on the same split: 0.136 / 0.064 (about one standard error above our mean).
