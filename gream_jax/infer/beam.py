@@ -13,8 +13,8 @@ that reaches a leaf is *finished*: it keeps its score and stays in the beam (its
 rank suffix) are handled exactly. All beams of one user are distinct trie nodes, so the K returned
 items are distinct.
 
-With `trie.renormalise` (a model trained with the trie-factored softmax, `config.model.sid_softmax
-= "trie"`) each SID token is instead normalised over its node's children, which is that model's
+With `trie.renormalise` (a model trained with `config.model.sid_softmax = "trie"` or "level",
+`gream_jax.model.trie_softmax`) each SID token is instead normalised over its node's children, which is that model's
 own P(item | prompt) up to the first level's outer mass (a constant per user, so the ranking is the
 model's exactly). Otherwise:
 Scores are the sum of the model's full-vocabulary log-probabilities of the SID tokens, i.e.

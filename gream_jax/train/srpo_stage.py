@@ -83,7 +83,8 @@ class SrpoTrainer:
         self.objective = adv_lib.get_objective(rl.objective)
         self.spec = rollout_spec(config, tokenizer, sids, rl.mode)
         table = sid_token_table(tokenizer, sids)
-        renorm = str(config.model.sid_softmax) in ("trie", "level")
+        from gream_jax.infer.recommender import renormalise
+        renorm = renormalise(config)
         trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh), renorm)
         # A trie-softmax model's log-probabilities need the trie (an extra argument); else none.
         self.trie_args = (trie,) if renorm else ()
