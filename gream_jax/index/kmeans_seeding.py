@@ -105,11 +105,12 @@ def kmeans_plusplus(x: jax.Array, w: jax.Array, key: jax.Array, k: int, n_trials
             return _take_rows(dist, idx)
     else:
         xx = jnp.sum(x * x, axis=1)                                       # [m], once
+        xt = x.T                                                          # [d, m], once
 
         def sq_dists_to(idx):                                             # [t] -> [t, m]
-            rows = x[idx]
-            rr = jnp.sum(rows * rows, axis=1)
-            return jnp.maximum(rr[:, None] - 2.0 * rows @ x.T + xx[None, :], 0.0) * w[None, :]
+            rows = _take_rows(x, idx)
+            rr = xx[idx]
+            return jnp.maximum(rr[:, None] - 2.0 * rows @ xt + xx[None, :], 0.0) * w[None, :]
 
     uniforms = jax.random.uniform(key, (k, n_trials))                     # all draws, once
     first = draw_rows(uniforms[0, :1], jnp.zeros_like(w), valid)

@@ -139,7 +139,8 @@ def _update_centers(x, w, assign, dist, centers):
     """Means of the assigned rows; an empty cluster is re-seeded with the farthest rows.
 
     x's padding rows are zero (the caller keeps them so), so the sums need no weighting: an
-    `x * w` operand made XLA:CPU's scatter 6x slower."""
+    `x * w` operand made XLA:CPU's scatter 6x slower. `dist` = the rows' squared distances to
+    their centres, or None: then computed from `centers` only when a cluster is empty."""
     k = centers.shape[0]
     sums = jax.ops.segment_sum(x, assign, num_segments=k)
     counts = jax.ops.segment_sum(w, assign, num_segments=k)
@@ -147,7 +148,8 @@ def _update_centers(x, w, assign, dist, centers):
     empty = counts == 0
 
     def reseed(new):
-        far = jax.lax.top_k(dist * w, min(k, x.shape[0]))[1]
+        d = jnp.sum((x - centers[assign]) ** 2, axis=1) if dist is None else dist
+        far = jax.lax.top_k(d * w, min(k, x.shape[0]))[1]
         rank = jnp.clip(jnp.cumsum(empty) - 1, 0, far.shape[0] - 1)
         return jnp.where(empty[:, None], x[far[rank]], new)
 
@@ -182,13 +184,11 @@ def kmeans_level(x, w, key, k: int, opts: KMeansOptions, row_shards: int = 1, gr
 
     stats = balanced.row_stats(x, w)         # row norms and mean row: constant within a level
 
-    def assign(centers, g, prev, it):
+    def assign(centers, g, prev, sink_iters):
         if opts.balanced:
-            # Cold prices on the first step, a few warm-started iterations afterwards.
-            sink_iters = jnp.where(it == 0, opts.sinkhorn_iters, opts.sinkhorn_warm_iters)
             return balanced.balanced_assign(x, centers, w, g, prev, sink_iters,
                                             opts.sinkhorn_epsilon, opts.stay_bonus, opts.balance_slack,
-                                            stats)
+                                            stats, distances=False)
         a, d = _nearest(x, centers, row_shards, stats[0])
         return a, d, g
 
@@ -208,9 +208,9 @@ def kmeans_level(x, w, key, k: int, opts: KMeansOptions, row_shards: int = 1, gr
     def cond(state):
         return ~state[4]
 
-    def body(state):
+    def body(state, sink_iters):
         it, centers, prev, g, _, settled, calm = state
-        a, d, g = assign(centers, g, prev, it)
+        a, d, g = assign(centers, g, prev, sink_iters)
         changed = jnp.sum(((a != prev) & (w > 0)).astype(jnp.float32))
         calm = jnp.where(changed <= settle_rows, calm + 1, 0)
         done = (calm >= opts.settle_patience) | (changed == 0) | (it >= opts.iters) | settled
@@ -222,7 +222,15 @@ def kmeans_level(x, w, key, k: int, opts: KMeansOptions, row_shards: int = 1, gr
     g0 = jnp.zeros((k,), jnp.float32)
     init = (jnp.int32(0), centers, jnp.full((n,), -1, jnp.int32), g0, jnp.bool_(False), jnp.bool_(False),
             jnp.int32(0))
-    it, centers, a, g, _, _, _ = jax.lax.while_loop(cond, body, init)
+    if opts.balanced:
+        # The first step (cold prices: `sinkhorn_iters`) is peeled off the loop, so every later
+        # step runs a fixed `sinkhorn_warm_iters` (unrolled, no inner loop); the loop's first
+        # `cond` is always true, so this is the same sequence of steps.
+        state = body(init, opts.sinkhorn_iters)
+        state = jax.lax.while_loop(cond, functools.partial(body, sink_iters=opts.sinkhorn_warm_iters), state)
+    else:
+        state = jax.lax.while_loop(cond, functools.partial(body, sink_iters=0), init)
+    it, centers, a, g, _, _, _ = state
     # Final M-step: the codebook becomes the mean of each code's rows, the error-minimising
     # codebook for the final codes (O(n d), no distance pass; an empty code keeps its centre).
     sums = jax.ops.segment_sum(x, a, num_segments=k)
