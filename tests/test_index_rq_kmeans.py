@@ -318,3 +318,36 @@ def test_settle_share_default_depends_on_mode_and_is_validated():
         rq.fit_rq_kmeans(x, dataclasses.replace(plain, settle_share=1.5), seed=0)
     with pytest.raises(ValueError, match="settle_patience"):
         rq.fit_rq_kmeans(x, dataclasses.replace(plain, settle_patience=0), seed=0)
+
+
+def _capacities_by_sorting(demand, n, slack):
+    """The argsort formulation balanced_capacities replaced: grow the most demanded clusters
+    first, shrink the least demanded first (stable order: lower index first on ties)."""
+    k = len(demand)
+    lo, hi = max(n // k - slack, 0), -(-n // k) + slack
+    caps = np.clip(demand, lo, hi)
+    diff = n - caps.sum()
+    if diff > 0:
+        for j in np.argsort(-demand, kind="stable"):
+            step = min(diff, hi - caps[j])
+            caps[j] += step
+            diff -= step
+    elif diff < 0:
+        for j in np.argsort(demand, kind="stable"):
+            step = min(-diff, caps[j] - lo)
+            caps[j] -= step
+            diff += step
+    return caps
+
+
+def test_balanced_capacities_match_the_sorting_formulation():
+    rng = np.random.default_rng(13)
+    for _ in range(200):
+        k = int(rng.integers(1, 20))
+        n = int(rng.integers(k, 200))
+        slack = int(rng.integers(0, 3))
+        labels = rng.integers(0, k, n) if rng.random() < 0.5 else rng.integers(0, max(k // 3, 1), n)
+        demand = np.bincount(labels, minlength=k)                         # many ties
+        caps = np.asarray(rq.balanced_capacities(jnp.asarray(demand, jnp.int32), jnp.int32(n), slack))
+        np.testing.assert_array_equal(caps, _capacities_by_sorting(demand, n, slack))
+        assert caps.sum() == n
