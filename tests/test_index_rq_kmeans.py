@@ -135,7 +135,8 @@ def test_carried_gram_gives_the_codes_of_a_fresh_gram_and_shards(monkeypatch):
     # levels 2 and 3 derive theirs from the level before (kmeans_seeding.residual_gram).
     rng = np.random.default_rng(12)
     x = rng.standard_normal((200, 10)).astype(np.float32)
-    opts = rq.KMeansOptions(codes_per_level=(16, 16, 16), iters=10, balanced=True)
+    # init_trials=4 (2 + ln 16): with balanced mode's 3 the 256-row sample is above 4 * K * trials.
+    opts = rq.KMeansOptions(codes_per_level=(16, 16, 16), iters=10, balanced=True, init_trials=4)
     assert rq._carries_gram(rq.padded_rows(200, 1, 16), opts)
     carried = rq.fit_rq_kmeans(x, opts, seed=3)
     sharded = rq.fit_rq_kmeans(x, opts, seed=3, mesh=mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}))
@@ -241,7 +242,7 @@ def test_index_config_sets_the_warm_sinkhorn_iterations_and_refuses_negative_one
 def test_settle_share_stops_early_and_keeps_balance():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((400, 8)).astype(np.float32)       # no cluster structure: labels churn
-    base = dict(codes_per_level=(8, 8), iters=30, balanced=True)
+    base = dict(codes_per_level=(8, 8), iters=30, balanced=True, init_trials=4)   # 2 + ln 8, as before
     full = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=0.0), seed=0)
     early = rq.fit_rq_kmeans(x, rq.KMeansOptions(**base, settle_share=0.05, settle_patience=1), seed=0)
     # Share 1.0: the first step's labels (all "changed" from none) already count as settled;
@@ -351,3 +352,12 @@ def test_balanced_capacities_match_the_sorting_formulation():
         caps = np.asarray(rq.balanced_capacities(jnp.asarray(demand, jnp.int32), jnp.int32(n), slack))
         np.testing.assert_array_equal(caps, _capacities_by_sorting(demand, n, slack))
         assert caps.sum() == n
+
+
+def test_balanced_seeding_uses_fewer_greedy_trials_than_plain():
+    # Plain mode keeps scikit-learn's 2 + ln K candidates; balanced caps them (BALANCED_INIT_TRIALS).
+    plain, balanced = (rq.KMeansOptions(codes_per_level=(32,), balanced=b) for b in (False, True))
+    assert rq._seeding_plan(1728, 32, plain)[1] == 5
+    assert rq._seeding_plan(1728, 32, balanced)[1] == rq.BALANCED_INIT_TRIALS == 3
+    assert rq._seeding_plan(1728, 2, balanced)[1] == 2                 # 2 + ln 2 is already below
+    assert rq._seeding_plan(1728, 32, dataclasses.replace(balanced, init_trials=6))[1] == 6

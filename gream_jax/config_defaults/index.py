@@ -59,7 +59,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.init_sample_per_code = 64      # k-means++ on <= this many points per code (0 = all)
     c.kmeans_tol = 1e-4              # stop when centers move < tol * mean feature variance
     # Also stop a level once <= settle_share of the rows changed label on settle_patience steps in a
-    # row; -1 = the mode's default (balanced 0.005: labels flip-flop on capacity ties at a settled
+    # row; -1 = the mode's default (balanced 0.01: labels flip-flop on capacity ties at a settled
     # error; plain 0: stop only when no label changed). See gream_jax/index/rq_kmeans.py.
     c.settle_share = -1.0
     c.settle_patience = 2
