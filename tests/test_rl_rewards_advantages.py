@@ -138,3 +138,56 @@ def test_rl_selection_margin():
     config.rl.select_min_gain = -0.01
     with pytest.raises(ConfigError, match="select_min_gain"):
         validate_config(config)
+
+
+def test_level_returns_credit_each_sid_token_its_reward_to_go():
+    # Beauty/ML-100k shape: 2 semantic levels + an item token; credits 0, sqrt(1/2), 0.95 (cap).
+    credit = jnp.asarray([0.0, 0.70710677, 0.95, 0.95])
+    # exact hit, right prefix + wrong item, right first code only, nothing right
+    rewards = jnp.asarray([[1.0, 0.95, 0.70710677, 0.0]])
+    matches = jnp.asarray([[3, 2, 1, 0]])
+    got = np.asarray(adv_lib.level_returns(rewards, matches, credit))
+    np.testing.assert_allclose(got[0], [[1.0, 1.0 - 0.70710677, 0.05],
+                                        [0.95, 0.95 - 0.70710677, 0.0],
+                                        [0.70710677, 0.0, 0.0],
+                                        [0.0, 0.0, 0.0]], atol=1e-6)
+    # The exact reward (all partial credits 0): every token gets the whole reward.
+    got = np.asarray(adv_lib.level_returns(jnp.asarray([[1.0, 0.0]]), jnp.asarray([[3, 2]]),
+                                              jnp.zeros(4)))
+    np.testing.assert_allclose(got[0], [[1.0] * 3, [0.0] * 3])
+
+
+def test_level_advantage_zscores_per_level_and_adds_the_bonus():
+    credit = jnp.asarray([0.0, 0.5, 0.8, 0.8])
+    rewards = jnp.asarray([[1.0, 0.8, 0.5, 0.0, 0.8]])
+    matches = jnp.asarray([[3, 2, 1, 0, 2]])
+    hits = jnp.asarray([[True, False, False, False, False]])
+    returns = np.array([[1.0, 0.5, 0.2], [0.8, 0.3, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.8, 0.3, 0.0]])
+    want = (returns - returns.mean(0)) / (returns.std(0, ddof=1) + adv_lib.EPS)
+    got = np.asarray(adv_lib.level_advantage(rewards, matches, hits, credit, k=2, use_bonus=False))
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
+    # The wrong items under a right prefix (rows 1 and 4) are pushed DOWN at the item token,
+    # while the sequence-level advantage pushes every token of theirs up.
+    assert got[0, 1, 2] < 0 and got[0, 4, 2] < 0
+    assert np.asarray(adv_lib.srpo_advantage(rewards, hits, 2, use_bonus=False))[0, 1] > 0
+    bonus = np.asarray(adv_lib.pass_at_k_bonus(hits, 2))[0]
+    got_b = np.asarray(adv_lib.level_advantage(rewards, matches, hits, credit, k=2, use_bonus=True))
+    np.testing.assert_allclose(got_b[0], want + bonus[:, None], rtol=1e-5, atol=1e-6)
+    # A level where every return is equal contributes no advantage (here: nobody hits the item).
+    flat = np.asarray(adv_lib.level_advantage(jnp.asarray([[0.8, 0.5]]), jnp.asarray([[2, 1]]),
+                                                 jnp.zeros((1, 2), bool), credit, use_bonus=True))
+    np.testing.assert_allclose(flat[0, :, 2], [0.0, 0.0])
+
+
+def test_level_credit_needs_direct_mode():
+    from gream_jax.config_defaults import base_config, validate_config
+    from gream_jax.config_defaults.base import ConfigError
+    config = base_config()
+    config.rl.credit_assignment = "level"
+    config.rl.mode = "reasoning"
+    with pytest.raises(ConfigError, match="credit_assignment='level' needs config.rl.mode='direct'"):
+        validate_config(config)
+    config.rl.credit_assignment = "tokens"
+    config.rl.mode = "direct"
+    with pytest.raises(ConfigError, match="credit_assignment"):
+        validate_config(config)

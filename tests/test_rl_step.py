@@ -108,3 +108,39 @@ def test_reasoning_step_without_answers_is_skipped(setup):
             np.testing.assert_array_equal(a, np.asarray(b))
     else:
         assert np.isfinite(m["loss"])
+
+
+def test_direct_step_with_level_credit(setup):
+    """Per-SID-token credit: the advantages handed to the update are `[P, G, L]` reward-to-go
+    z-scores (checked against `level_advantage` on the same rollouts), and the step trains."""
+    from gream_jax.train import advantages as adv_lib
+    from gream_jax.train import rewards as rw
+    trainer = _trainer(setup, credit_assignment="level")
+    assert trainer.token_credit
+    captured = {}
+    import gream_jax.train.srpo_stage as stage
+    real = stage.update_batches
+
+    def spy(batch, adv, *args, **kwargs):
+        captured.update(batch=batch, adv=adv)
+        return real(batch, adv, *args, **kwargs)
+
+    stage.update_batches = spy
+    try:
+        before = jax.tree.map(np.asarray, trainer.params)
+        m = trainer.train_step()
+    finally:
+        stage.update_batches = real
+    batch, adv = captured["batch"], captured["adv"]
+    p, g = batch["rewards"].shape
+    assert adv.shape == (p, g, 2) == batch["response_tokens"].shape
+    matches = rw.leading_matches(batch["codes"], batch["target_codes"])
+    want = adv_lib.level_advantage(batch["rewards"], matches, batch["hits"], trainer.credit, 4, True)
+    np.testing.assert_allclose(adv, np.asarray(want), rtol=1e-6)
+    # Token 0 (the first code) carries the whole reward, token 1 (the item) only the exact hits:
+    # with no hit in a group its item-token advantages are all 0.
+    no_hit = ~np.asarray(batch["hits"]).any(-1)
+    assert np.all(adv[no_hit][..., 1] == 0.0)
+    assert m["skipped"] == 0.0 and np.isfinite(m["loss"])
+    assert any(not np.allclose(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
+                                                                jax.tree.leaves(trainer.params)))

@@ -93,3 +93,31 @@ def test_response_logprobs_match_full_forward(tiny):
     expect = np.take_along_axis(np.asarray(full[:, 3:6]), tokens[:, 4:7, None], axis=-1)[..., 0]
     np.testing.assert_allclose(np.asarray(logp), expect, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(entropy) > 0)
+
+
+def test_token_advantages_equal_to_sequence_ones_give_the_same_update(tiny):
+    """`[.., R]` advantages that repeat one value per sequence reproduce the `[..]` update."""
+    mesh, cfg, params = tiny
+    rules = mesh_lib.DEFAULT_RULES
+    n_micro, micro, lp, r = 1, 8, 4, 3
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(1, 64, size=(n_micro, micro, lp + r)).astype(np.int32)
+    attn = np.ones_like(tokens)
+    resp_mask = np.ones((n_micro, micro, r), np.float32)
+    adv = rng.normal(size=(n_micro, micro)).astype(np.float32)
+    logprob_fn = srpo.make_logprob_fn(cfg, mesh, rules, r)
+    with jax.set_mesh(mesh):
+        old = np.asarray(logprob_fn(params, tokens, attn))
+    opt = srpo.OptimizerConfig(learning_rate=1e-2, warmup_steps=0)
+    out = []
+    for token_adv in (False, True):
+        a = np.repeat(adv[..., None], r, -1) if token_adv else adv
+        update = srpo.make_update_fn(cfg, opt, srpo.LossConfig(), mesh, rules, r, False, token_adv)
+        state = srpo.init_optimizer_state(cfg, opt, params, mesh, rules)
+        batch = dict(tokens=tokens, attention_mask=attn, response_mask=resp_mask, old_logp=old,
+                     ref_logp=old, advantages=a)
+        with jax.set_mesh(mesh):
+            new, _, _ = update(jax.tree.map(lambda x: x.copy(), params), state, batch)
+        out.append(jax.tree.map(np.asarray, new))
+    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

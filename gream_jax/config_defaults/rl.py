@@ -10,6 +10,7 @@ freely (the release).
 import ml_collections
 
 MODES = ("direct", "reasoning")
+CREDIT_ASSIGNMENTS = ("sequence", "level")
 SELECT_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 
@@ -41,6 +42,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.repeat_reward = 0.0
     c.reward_credits = ()           # explicit credits for l = 1, 2, ... (overrides the formula)
     c.pass_k = 4
+    # "sequence" (GREAM): every token of an answer shares its advantage. "level" (Direct mode):
+    # SID token l gets its reward-to-go (the reward minus what its prefix had already earned), so
+    # a right prefix with a wrong item does not push that item up (advantages.level_advantage).
+    c.credit_assignment = "sequence"
     # Dynamic sampling
     c.dynamic_sampling = True
     c.max_resample_rounds = 10      # extra rounds of prompts drawn to refill a batch
@@ -77,7 +82,8 @@ def validate(config) -> None:
         raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
     if not r.select_min_gain >= 0.0:
         raise ConfigError(f"config.rl.select_min_gain={r.select_min_gain}: must be >= 0")
-    for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS)):
+    for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS),
+                         ("credit_assignment", CREDIT_ASSIGNMENTS)):
         if r[field] not in known:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
     for field in ("steps", "group_size", "batch_prompts", "mini_batch_prompts", "ppo_epochs",
@@ -113,5 +119,8 @@ def validate(config) -> None:
     for field in ("kl_coef", "learning_rate", "weight_decay", "grad_clip", "time_budget_s", "oversample"):
         if r[field] < 0:
             raise ConfigError(f"config.rl.{field}={r[field]}: must be >= 0")
+    if r.credit_assignment == "level" and r.mode != "direct":
+        raise ConfigError(f"config.rl.credit_assignment='level' needs config.rl.mode='direct' (got "
+                          f"{r.mode!r}): only a Direct-mode response is exactly the SID's tokens")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")

@@ -15,6 +15,14 @@ exactly when the group's pass@k depends on it.
 n < k: pass@k is undefined with fewer than k samples; we clamp k to n. Then rho is 0 (no hit) or
 1 (some hit), sigma = 0 and the bonus vanishes, so the objective degrades to the plain z-score.
 
+Per-token credit (`config.rl.credit_assignment = "level"`, Direct mode; ours, not GREAM's): the
+sequence-level advantage credits every token of an answer with the whole reward, so under the
+residual reward an answer with the right prefix and the WRONG item pushes up that wrong item
+token (on a 2-level + item-token SID, matching the prefix earns 0.95 of the exact hit's 1.0).
+`level_advantage` gives SID token l its reward-to-go instead, the reward minus the credit its
+first l tokens had already earned (`level_returns`), z-scored over the group per level: the
+prefix tokens keep the sequence's signal, the item token is credited only by exact hits.
+
 Binomial coefficients come from an exact Pascal table built on the host (n is the static group
 size), so no log-gamma rounding enters the ratios; C(a, b) = 0 outside 0 <= b <= a.
 """
@@ -81,6 +89,29 @@ def srpo_advantage(rewards: jax.Array, hits: jax.Array, k: int = 4, use_bonus: b
     adv = group_zscore(rewards, eps)
     if use_bonus:
         adv = adv + pass_at_k_bonus(hits, k, eps)
+    return adv
+
+
+def level_returns(rewards: jax.Array, matches: jax.Array, credit: jax.Array) -> jax.Array:
+    """Reward-to-go of each SID token: `[P, G]` rewards and leading-code matches -> `[P, G, L]`.
+
+    credit `[L + 1]`: the partial credit of l leading codes (0 for l = 0; all zeros for the exact
+    reward). Token l (0-based) follows a prefix of l tokens that had earned credit[min(m, l)], so
+    it is credited `reward - credit[min(m, l)]`; token 0 gets the whole reward.
+    """
+    n_levels = credit.shape[0] - 1
+    earned = jnp.asarray(credit, jnp.float32)[jnp.minimum(matches[..., None], jnp.arange(n_levels))]
+    return rewards[..., None].astype(jnp.float32) - earned
+
+
+def level_advantage(rewards: jax.Array, matches: jax.Array, hits: jax.Array, credit: jax.Array,
+                    k: int = 4, use_bonus: bool = True, eps: float = EPS) -> jax.Array:
+    """Per-SID-token advantage `[P, G, L]`: the group z-score of each level's reward-to-go, plus
+    (optionally) the pass@k bonus of the exact hits on every token."""
+    returns = level_returns(rewards, matches, credit)                          # [P, G, L]
+    adv = jnp.moveaxis(group_zscore(jnp.moveaxis(returns, -1, 1), eps), 1, -1)
+    if use_bonus:
+        adv = adv + pass_at_k_bonus(hits, k, eps)[..., None]
     return adv
 
 

@@ -6,6 +6,7 @@ prompt LEFT-padded to `prompt_len` followed by its response RIGHT-padded to `res
   attention_mask  [n_micro, micro, S] int32   1 = real token
   response_mask   [n_micro, micro, R] float32 1 = a response token that carries loss
   advantages      [n_micro, micro]    float32 one value per sequence, broadcast to its tokens
+                  (or [n_micro, micro, R]: one per response token, `config.rl.credit_assignment="level"`)
   old_logp, ref_logp [n_micro, micro, R] float32
 The leading `n_micro` axis is scanned (gradient accumulation), the `micro` axis is split over the
 mesh's data-parallel axes (logical axis `batch`), so memory is bounded by one micro-batch.
@@ -91,9 +92,10 @@ def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: i
 def token_loss(logp, old_logp, ref_logp, advantages, cfg: LossConfig):
     """Per-token clipped policy-gradient + KL terms (see module docstring). All `[b, R]`.
 
+    advantages: `[b]` (one per sequence) or `[b, R]` (one per token).
     Returns (per_token_loss, clipped [b, R] bool, kl [b, R]).
     """
-    a = advantages[:, None]
+    a = advantages[:, None] if advantages.ndim == 1 else advantages
     ratio = jnp.exp(jnp.clip(logp - old_logp, -20.0, 20.0))
     pg_unclipped = -a * ratio
     pg_clipped = -a * jnp.clip(ratio, 1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
@@ -130,12 +132,12 @@ def make_optimizer(opt: OptimizerConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def batch_shardings(mesh, rules) -> dict[str, Any]:
+def batch_shardings(mesh, rules, token_advantages: bool = False) -> dict[str, Any]:
     """Shardings of the rollout batch fields (micro axis over the data-parallel mesh axes)."""
     three = mesh_lib.logical_sharding(mesh, BATCH_AXES, rules)
     two = mesh_lib.logical_sharding(mesh, BATCH_AXES[:2], rules)
     return {"tokens": three, "attention_mask": three, "response_mask": three,
-            "old_logp": three, "ref_logp": three, "advantages": two}
+            "old_logp": three, "ref_logp": three, "advantages": three if token_advantages else two}
 
 
 def _abstract_params(model_cfg, mesh, rules):
@@ -184,16 +186,17 @@ def make_logprob_fn(model_cfg, mesh, rules, response_len: int, renormalise: bool
 
 @functools.lru_cache(maxsize=16)
 def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, rules, response_len: int,
-                   renormalise: bool = False):
+                   renormalise: bool = False, token_advantages: bool = False):
     """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step
-    (renormalise, a trie-softmax model: `(params, opt_state, batch, trie)`).
+    (renormalise, a trie-softmax model: `(params, opt_state, batch, trie)`; token_advantages:
+    `batch["advantages"]` is `[n_micro, micro, R]`, one value per response token).
 
     Gradients are accumulated over the batch's micro-batches with `lax.scan`; the loss is the
     token mean over the whole mini-batch, so the micro-batch split does not change the update.
     Parameters, optimiser state and batch have explicit shardings; params and state are donated.
     """
     optimizer = make_optimizer(opt)
-    shard = batch_shardings(mesh, rules)
+    shard = batch_shardings(mesh, rules, token_advantages)
     replicated = mesh_lib.replicated(mesh)
     param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
     opt_shardings = optimizer_shardings(model_cfg, opt, mesh, rules)

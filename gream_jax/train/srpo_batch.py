@@ -111,7 +111,7 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
     """Splits a kept batch into shuffled mini-batches shaped `[n_micro, micro, ...]` for the update.
 
     batch: prompt_ids [P] (token lists), response_tokens/response_mask [P, G, R], group_weight [P];
-    advantages [P, G]. Sequences = prompt (LEFT-padded to the batch's longest, rounded up to
+    advantages [P, G] (one per sequence) or [P, G, R] (one per response token). Sequences = prompt (LEFT-padded to the batch's longest, rounded up to
     `width_bucket`) ++ response.
     """
     p, g, r = batch["response_tokens"].shape
@@ -137,6 +137,6 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
             "tokens": shape(np.concatenate([prompt, resp], 1).astype(np.int32)),
             "attention_mask": shape(np.concatenate([pmask, rmask], 1).astype(np.int32)),
             "response_mask": shape((rmask * weight[:, None]).astype(np.float32)),
-            "advantages": shape(advantages[idx].reshape(-1).astype(np.float32)),
+            "advantages": shape(advantages[idx].reshape((-1,) + advantages.shape[2:]).astype(np.float32)),
             "index": idx})
     return out

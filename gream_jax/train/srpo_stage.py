@@ -101,7 +101,12 @@ class SrpoTrainer:
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
         self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm)
-        self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r, renorm)
+        self.token_credit = rl.credit_assignment == "level"
+        # Partial credit of l leading codes, for the per-token reward-to-go (zeros: exact reward).
+        self.credit = (self.runner.credit_table if self.objective.reward == "residual"
+                       else jnp.zeros_like(self.runner.credit_table))
+        self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r,
+                                             renorm, self.token_credit)
         dp = mesh_lib.data_parallel_size(mesh, rules)
         micro = int(rl.micro_batch_sequences)
         self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
@@ -119,6 +124,7 @@ class SrpoTrainer:
         targets = np.asarray(self.sids.codes)[[t for _, t in hist_targets]]
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
+        out["target_codes"] = targets
         is_repeat = self._repeats(out["codes"], [h for h, _ in hist_targets])
         if self.rl.penalise_repeats:
             out["rewards"] = np.asarray(rewards_lib.penalise_repeats(
@@ -159,8 +165,14 @@ class SrpoTrainer:
         if not batch:   # every drawn group was uninformative: nothing to learn from this step
             m.update(skipped=1.0, step_seconds=time.perf_counter() - t0)
             return m
-        adv = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], int(rl.pass_k),
-                                                self.objective.bonus))
+        if self.token_credit:   # [P, G, L]; a Direct-mode response is exactly the SID's L tokens
+            matches = rewards_lib.leading_matches(jnp.asarray(batch["codes"]),
+                                                  jnp.asarray(batch["target_codes"]))
+            adv = np.asarray(adv_lib.level_advantage(batch["rewards"], matches, batch["hits"], self.credit,
+                                                     int(rl.pass_k), self.objective.bonus))
+        else:
+            adv = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], int(rl.pass_k),
+                                                    self.objective.bonus))
         np_rng = np.random.default_rng([int(self.config.seed), 0xB47C, self.step])
         minis = update_batches(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng,
                                int(self.tokenizer.pad_id))
