@@ -115,6 +115,8 @@ def test_bad_index_config_named():
 def test_stage_passes_the_settle_rule_to_the_quantiser():
     from gream_jax.index.stage import kmeans_options
     config = base_config()
+    assert kmeans_options(config.index).settle_share == 0.005         # the index stage's choice
+    config.index.settle_share = -1.0
     assert kmeans_options(config.index).settle_share is None          # the mode's default
     config.index.settle_share = 0.0
     config.index.settle_patience = 3
