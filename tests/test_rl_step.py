@@ -110,7 +110,7 @@ def test_reasoning_step_without_answers_is_skipped(setup):
         assert np.isfinite(m["loss"])
 
 
-def test_direct_step_with_level_credit(setup):
+def test_direct_step_with_level_credit(setup, monkeypatch):
     """Per-SID-token credit: the advantages handed to the update are `[P, G, L]` reward-to-go
     z-scores (checked against `level_advantage` on the same rollouts), and the step trains."""
     from gream_jax.train import advantages as adv_lib
@@ -125,12 +125,9 @@ def test_direct_step_with_level_credit(setup):
         captured.update(batch=batch, adv=adv)
         return real(batch, adv, *args, **kwargs)
 
-    stage.update_batches = spy
-    try:
-        before = jax.tree.map(np.asarray, trainer.params)
-        m = trainer.train_step()
-    finally:
-        stage.update_batches = real
+    monkeypatch.setattr(stage, "update_batches", spy)
+    before = jax.tree.map(np.asarray, trainer.params)
+    m = trainer.train_step()
     batch, adv = captured["batch"], captured["adv"]
     p, g = batch["rewards"].shape
     assert adv.shape == (p, g, 2) == batch["response_tokens"].shape
