@@ -61,9 +61,9 @@ def defaults() -> ml_collections.ConfigDict:
     # Also stop a level once <= settle_share of the rows changed label on settle_patience steps in a
     # row; -1 = the mode's default (balanced 0.01: labels flip-flop on capacity ties at a settled
     # error; plain 0: stop only when no label changed). See gream_jax/index/rq_kmeans.py.
-    # The index stage keeps 0.005 (either mode): with up to 50 Lloyd steps the stricter rule keeps lowering the
-    # error, and a fit takes seconds here (Beauty 4 x 256, last-level MSE: collaborative .1240 vs
-    # .1259 at 0.01, text+collaborative .5003 vs .5018; docs/benchmarks.md, session 7c). The
+    # The index stage keeps 0.005 (either mode): with up to 50 Lloyd steps the stricter rule keeps
+    # lowering the error, and a fit takes seconds here (Beauty 4 x 256, last-level MSE: collaborative
+    # .1240 vs .1259 at 0.01, text+collaborative .5003 vs .5018; docs/benchmarks.md, session 7c). The
     # library default 0.01 is for callers that cap at ~20 steps (the benchmark), where it costs
     # about 0.2% MSE and saves ~11% of a balanced fit.
     c.settle_share = 0.005

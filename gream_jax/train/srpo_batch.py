@@ -111,8 +111,8 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
     """Splits a kept batch into shuffled mini-batches shaped `[n_micro, micro, ...]` for the update.
 
     batch: prompt_ids [P] (token lists), response_tokens/response_mask [P, G, R], group_weight [P];
-    advantages [P, G] (one per sequence) or [P, G, R] (one per response token). Sequences = prompt (LEFT-padded to the batch's longest, rounded up to
-    `width_bucket`) ++ response.
+    advantages [P, G] (one per sequence) or [P, G, R] (one per response token). Sequences =
+    prompt (LEFT-padded to the batch's longest, rounded up to `width_bucket`) ++ response.
     """
     p, g, r = batch["response_tokens"].shape
     longest = max(len(x) for x in batch["prompt_ids"])
