@@ -76,7 +76,7 @@ def main_with_args(*, workdir: str, items: str, user: str, mode: str, top_k: int
     from gream_jax.data.prepare import load_prepared
     from gream_jax.eval.stage import load_trie, model_directory
     from gream_jax.index.sid import SemanticIds
-    from gream_jax.infer.recommender import recommend_direct, recommend_reasoning
+    from gream_jax.infer.recommender import check_sid_softmax, recommend_direct, recommend_reasoning
     from gream_jax.model.store import load_model
 
     config = copy.deepcopy(config) if config is not None else base_config()
@@ -91,9 +91,10 @@ def main_with_args(*, workdir: str, items: str, user: str, mode: str, top_k: int
     mesh = mesh_lib.make_mesh(config.mesh)
     sids = SemanticIds.load(os.path.join(workdir, "index"), n_items=data.n_items, item_ids=data.item_ids)
     trie = load_trie(os.path.join(workdir, "index"), sids)
-    model_cfg, params, tokenizer, meta = load_model(model_directory(config, workdir), mesh,
-                                                    mesh_lib.rules_from_config(config.mesh))
+    model_dir = model_directory(config, workdir)
+    model_cfg, params, tokenizer, meta = load_model(model_dir, mesh, mesh_lib.rules_from_config(config.mesh))
     config.model.sid_softmax = str(meta.get("sid_softmax", "vocab"))   # decode as it was trained
+    check_sid_softmax(config, meta, model_dir)    # e.g. an item-head re-ranking the model never learnt
     if mode == "direct":
         res = recommend_direct(params, model_cfg, tokenizer, sids, trie, [history], config, mesh)
         text = format_recommendations(history, res.items[0], res.scores[0], data, mode)

@@ -137,3 +137,29 @@ def test_recommend_command_prints_titles(workdir, capsys):
     assert "reasoning" in out.lower() and "Movie " in out
     with pytest.raises(ValueError, match="unknown item id 'nope'"):
         recommend.main_with_args(workdir=wd, items="nope", user="", mode="direct", top_k=3, config=tiny_config())
+
+
+def test_item_head_reranking_through_the_eval_stage(workdir, tmp_path):
+    """config.eval.item_head_weight: refused for a model trained without the next-item head; with
+    one, the top-K drawn from the plain beam's beam_size items, in the fused order."""
+    import shutil
+    from gream_jax.model.store import load_model
+    wd = str(tmp_path / "wd")
+    shutil.copytree(workdir[0], wd)
+    config = tiny_config()
+    config.eval.modes = ("direct",)
+    config.eval.item_head_weight = 1.0
+    validate_config(config)
+    with pytest.raises(ValueError, match="trained without it"):
+        run_eval(config, wd)
+    model_cfg, params, tokenizer, meta = load_model(os.path.join(wd, "sft", "final"))
+    save_model(os.path.join(wd, "sft", "final"), params, model_cfg, tokenizer, {**meta, "next_item_weight": 1.0})
+    topk = {}
+    for weight, k in ((0.0, 8), (1.0, 5)):      # the plain run returns all 8 beams
+        config.eval.item_head_weight = weight
+        config.eval.top_k = k
+        run_eval(config, wd)
+        rows = [json.loads(l) for l in open(os.path.join(wd, "eval", "per_user_test_direct.jsonl"))]
+        topk[weight] = [[t["item"] for t in r["topk"]] for r in rows]
+    assert all(set(b) <= set(a) and len(b) == 5 for a, b in zip(topk[0.0], topk[1.0]))
+    assert [a[:5] for a in topk[0.0]] != topk[1.0]

@@ -111,3 +111,30 @@ def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
     np.testing.assert_allclose(np.asarray(out.beams.scores), np.asarray(ref.scores), atol=2e-3)
     greedy = np.asarray(_reason(m, tokens, mask, spec, rng, 0.0).think_tokens)
     np.testing.assert_array_equal(greedy[0::2], greedy[1::2])   # greedy chains of a user agree
+
+
+def test_direct_item_head_reranks_the_beams_items_by_the_fused_score(model):
+    """config.eval.item_head_weight: the beam's items (all beam_size of them), ordered by
+    log P(item) + w log q(item), q the softmax of the first-token logits over every item's
+    last-token id; the best K kept."""
+    m = model
+    prompts = [[7, 8, 9, 10], [11, 12, 13, 5]]
+    last = np.asarray([m["item_tokens"][i, m["lengths"][i] - 1] for i in range(len(m["lengths"]))], np.int32)
+    width = max(map(len, prompts))
+    tokens, mask = left_pad(prompts, width, len(prompts), PAD)
+    plain = direct(m, prompts, beam=12, k=12)
+    fused = decoder.direct_search(m["params"], jnp.asarray(tokens), jnp.asarray(mask), m["dev"], jnp.asarray(last),
+                                  model_cfg=m["cfg"], beam_size=12, top_k=8,
+                                  cache_len=decoder.direct_cache_len(width, m["dev"]), item_head_weight=2.0)
+    first = np.asarray(_log_probs(m["params"], jnp.asarray(tokens), jnp.asarray(mask), model_cfg=m["cfg"]))[:, -1]
+    for u in range(len(prompts)):
+        logq = first[u, last] - np.logaddexp.reduce(first[u, last])
+        cand = np.asarray(plain.items[u])
+        score = np.asarray(plain.scores[u]) + 2.0 * logq[cand]
+        order = np.argsort(-score, kind="stable")[:8]
+        np.testing.assert_array_equal(np.asarray(fused.items[u]), cand[order])
+        np.testing.assert_allclose(np.asarray(fused.scores[u]), score[order], atol=2e-3)
+        tok = np.asarray(fused.tokens[u])
+        for j, item in enumerate(np.asarray(fused.items[u])):            # tokens follow their items
+            np.testing.assert_array_equal(tok[j, :m["lengths"][item]], m["item_tokens"][item, :m["lengths"][item]])
+    assert not np.array_equal(np.asarray(fused.items), np.asarray(plain.items)[:, :8])   # the head mattered

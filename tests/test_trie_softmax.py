@@ -265,3 +265,90 @@ def test_sft_step_with_trie_loss_trains_and_shards(mode):
     assert m1[-1]["loss"] < m1[0]["loss"]
     assert m1[0]["trie_unscored"] == 0.0          # data built by the tasks never cuts an SID
     np.testing.assert_allclose([m["loss"] for m in m1], [m["loss"] for m in m8], rtol=1e-5)
+
+
+def test_next_item_terms_match_a_hand_computed_all_items_softmax():
+    """Scored: positions whose label starts a target SID whose item token is in the row; skipped:
+    a context SID (weight 0), an SID cut by the row end, text labels, inner SID labels."""
+    rng = np.random.default_rng(0)
+    first, second, items = np.arange(10, 13), np.arange(13, 16), np.arange(16, 26)
+    vocab, d = 28, 6
+    c1, c2 = first.tolist(), second.tolist()
+    # row: text, SID(item 3) as context, SID(item 7) target, text, SID(item 1) target, SID cut (2 tokens)
+    labels = [1, c1[0], c2[1], 19, c1[2], c2[0], 23, 2, c1[1], c2[2], 17, c1[0], c2[0]]
+    weights = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    n = len(labels)
+    hidden = rng.normal(size=(1, n, d)).astype(np.float32)
+    head = rng.normal(size=(vocab, d)).astype(np.float32)
+    total, count, hits = ts.next_item_terms(jnp.asarray(hidden), jnp.asarray(head), jnp.asarray([labels]),
+                                            jnp.asarray([weights], jnp.float32), jnp.asarray(first),
+                                            jnp.asarray(items), 3)
+    expect_total, expect_hits = 0.0, 0.0
+    for t, item_token in ((4, 23), (8, 17)):
+        logits = head[items] @ hidden[0, t]
+        nll = np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[item_token - 16]
+        expect_total += nll
+        expect_hits += float(logits[item_token - 16] >= logits.max())
+    assert float(count) == 2.0
+    np.testing.assert_allclose(float(total), expect_total, rtol=1e-5)
+    assert float(hits) == expect_hits
+    # The gradient reaches the item rows and the chosen hidden states only.
+    g_h = jax.grad(lambda h: ts.next_item_terms(h, jnp.asarray(head), jnp.asarray([labels]),
+                                                jnp.asarray([weights], jnp.float32), jnp.asarray(first),
+                                                jnp.asarray(items), 3)[0])(jnp.asarray(hidden))
+    nonzero = np.flatnonzero(np.abs(np.asarray(g_h)[0]).sum(-1) > 0)
+    assert nonzero.tolist() == [4, 8]
+
+
+def test_sft_step_with_next_item_objective_logs_it_and_shards():
+    from sft_toy import tiny_config, tiny_inputs
+    from gream_jax.train.sft_data import make_streams
+    config = tiny_config()
+    config.model.sid_softmax = "level"
+    config.index.collision = "item_token"
+    config.train.next_item_weight = 1.0
+    one = tiny_inputs(config, jax.devices()[:1])
+    host = make_streams(config, one.split, one.semantic_ids, one.items, one.tokenizer).alignment.batch(0)
+    m1 = _trie_steps(config, one, host, n=4)
+    m8 = _trie_steps(config, tiny_inputs(config, jax.devices()), host, n=4)
+    assert m1[-1]["next_item_nll"] < m1[0]["next_item_nll"]
+    assert m1[0]["next_item_nll"] == pytest.approx(np.log(30), rel=0.2)   # 30 items, random init
+    np.testing.assert_allclose([m["next_item_nll"] for m in m1], [m["next_item_nll"] for m in m8], rtol=1e-4)
+    config.train.next_item_weight = 0.0
+    m0 = _trie_steps(config, tiny_inputs(config, jax.devices()[:1]), host, n=2)   # params were donated
+    assert "next_item_nll" not in m0[0]
+    assert m0[1]["loss"] != pytest.approx(m1[1]["loss"], rel=1e-6)   # the objective changed the update
+
+
+def test_next_item_objective_needs_an_item_unique_last_token():
+    config = base_config()
+    config.model.sid_softmax = "level"
+    config.index.collision = "rank_suffix"
+    config.train.next_item_weight = 0.5
+    with pytest.raises(ConfigError, match="next_item_weight"):
+        validate_config(config)
+    config.index.collision = "item_token"
+    config.model.sid_softmax = "vocab"
+    with pytest.raises(ConfigError, match="sid_softmax"):
+        validate_config(config)
+    config.model.sid_softmax = "level"
+    validate_config(config)
+    config.train.next_item_weight = -1.0
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        validate_config(config)
+
+
+def test_item_head_reranking_needs_a_model_trained_with_the_head():
+    config = base_config()
+    config.model.sid_softmax = "level"
+    config.eval.item_head_weight = 2.0
+    config.index.collision = "rank_suffix"
+    with pytest.raises(ConfigError, match="item_head_weight"):
+        validate_config(config)
+    config.index.collision = "item_token"
+    validate_config(config)
+    with pytest.raises(ValueError, match="trained without it"):
+        check_sid_softmax(config, {"sid_softmax": "level"}, "/w/sft/final")
+    check_sid_softmax(config, {"sid_softmax": "level", "next_item_weight": 1.0}, "/w/sft/final")
+    config.eval.item_head_weight = 0.0
+    check_sid_softmax(config, {"sid_softmax": "level"}, "/w/sft/final")

@@ -14,6 +14,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.beam_size = 20           # constrained beam width (the reference release uses 10)
     c.top_k = 20               # items returned per user; metrics are computed for ks <= top_k
     c.ks = (1, 5, 10, 20)
+    # Direct mode: > 0 re-ranks the beam's top_k items by log P(item) + this weight x log q(item),
+    # q the next-item head (a model trained with config.train.next_item_weight > 0; the stages
+    # refuse a model without it). 0 = the SID probability alone (GREAM).
+    c.item_head_weight = 0.0
     # Users per jitted batch (a multiple of the data-parallel size); 0 = largest that fits the
     # memory budget below. Beam size and K never change to fit memory.
     c.max_batch = 0
@@ -54,6 +58,11 @@ def validate(config) -> None:
     for field in ("memory_budget_mb", "prompt_bucket", "reasoning_budget", "num_samples"):
         if e[field] < 1:
             bad(field, "must be >= 1")
+    if e.item_head_weight < 0:
+        bad("item_head_weight", "must be >= 0 (0 = off)")
+    if e.item_head_weight > 0 and config.index.collision != "item_token":
+        bad("item_head_weight", f"needs an item-unique last SID token (config.index.collision='item_token', "
+                                f"got {config.index.collision!r})")
     if not 0 < e.memory_fraction <= 1:
         bad("memory_fraction", "must be in (0, 1]")
     if e.temperature < 0:

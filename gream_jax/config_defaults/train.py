@@ -39,6 +39,11 @@ def defaults() -> ml_collections.ConfigDict:
     # "sid": the unlikelihood of the negative's whole SID (the Direct-mode score); "last": of its
     # item-unique last token given its prefix codes only.
     c.repeat_unlikelihood_tokens = "sid"
+    # Auxiliary next-item objective (gream_jax/model/trie_softmax.py `next_item_terms`): > 0 adds
+    # this weight times -log p(item) over all items at the position that predicts each target
+    # SID's first code (SASRec's objective on the state that decides the first code). Needs
+    # config.model.sid_softmax "trie"/"level" and config.index.collision="item_token". 0 = off.
+    c.next_item_weight = 0.0
     c.compute_dtype = "float32"   # "bfloat16": forward/backward in bf16, float32 master weights
     # Throughput levers (see gream_jax/train/sft.py). loss_chunk_tokens > 0: the loss computes the LM
     # head + log-softmax per chunk of this many tokens (recomputed in the backward pass) instead of
@@ -94,6 +99,13 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.repeat_negative_share={t.repeat_negative_share}: must be in (0, 1]")
     if float(t.repeat_unlikelihood) < 0:
         raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood}: must be >= 0 (0 = off)")
+    if float(t.next_item_weight) < 0:
+        raise ConfigError(f"config.train.next_item_weight={t.next_item_weight}: must be >= 0 (0 = off)")
+    if float(t.next_item_weight) > 0 and (config.index.collision != "item_token"
+                                          or config.model.sid_softmax == "vocab"):
+        raise ConfigError(f"config.train.next_item_weight={t.next_item_weight} needs an item-unique last SID token "
+                          f"(config.index.collision='item_token', got {config.index.collision!r}) and "
+                          f"config.model.sid_softmax 'trie' or 'level' (got {config.model.sid_softmax!r})")
     if float(t.repeat_unlikelihood) > 0 and config.index.collision != "item_token":
         raise ConfigError(f"config.train.repeat_unlikelihood={t.repeat_unlikelihood} needs an item-unique last SID "
                           f"token, i.e. config.index.collision='item_token' (got {config.index.collision!r})")

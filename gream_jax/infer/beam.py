@@ -163,6 +163,29 @@ def constrained_beam_search(step_fn: Callable, reorder_fn: Callable, params: Any
                       tokens=jnp.where(ok[..., None], history, -1))
 
 
+def rerank_with_item_head(result: BeamResult, first_logits: jax.Array, item_tokens: jax.Array,
+                          weight: float) -> BeamResult:
+    """Re-ranks the beam's items by log P(item | prompt) + weight * log q(item | prompt).
+
+    q is the next-item head (`config.train.next_item_weight`, `trie_softmax.next_item_terms`): a
+    softmax over every item-unique last token read from the same logits that give the first SID
+    token, first_logits [b, V]; item_tokens [n_items] is each item's last-token id. The beam still
+    decides which items are candidates (every one a valid SID); the head only orders them. Why:
+    the head sees every item against every other at the prompt's end, where the SID path decides
+    among 32-64 coarse first codes first (docs/results.md "next-item objective"). Returned scores
+    are the fused ones, NEG_INF where items == -1.
+    """
+    logits = jnp.take(first_logits.astype(jnp.float32), item_tokens, axis=-1)      # [b, n_items]
+    logq = jax.nn.log_softmax(logits, axis=-1)
+    ok = result.items >= 0
+    q = jnp.take_along_axis(logq, jnp.maximum(result.items, 0), axis=-1)
+    fused = jnp.where(ok, result.scores + weight * q, NEG_INF)
+    order = jnp.argsort(-fused, axis=-1, stable=True)
+    take = lambda x: jnp.take_along_axis(x, order, axis=-1)                      # noqa: E731
+    return BeamResult(items=take(result.items), scores=take(fused),
+                      tokens=jnp.take_along_axis(result.tokens, order[..., None], axis=1))
+
+
 def brute_force_scores(step_fn: Callable, reorder_fn: Callable, params: Any, first_logits: jax.Array,
                        cache: Any, item_tokens: jax.Array, item_lengths: jax.Array) -> jax.Array:
     """log P(item | prompt) for every item by teacher forcing: reference for tests and checks.

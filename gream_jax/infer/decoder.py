@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gream_jax.index.trie import DeviceTrie
-from gream_jax.infer.beam import BeamResult, constrained_beam_search
+from gream_jax.infer.beam import BeamResult, constrained_beam_search, rerank_with_item_head
 from gream_jax.infer.sampling import sample_tokens
 from gream_jax.model import api
 
@@ -34,14 +34,23 @@ def _step_fn(model_cfg):
     return lambda params, tokens, cache: api.decode_step(params, model_cfg, tokens, cache)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "beam_size", "top_k", "cache_len"))
-def direct_search(params, tokens, mask, trie: DeviceTrie, *, model_cfg, beam_size: int, top_k: int,
-                  cache_len: int) -> BeamResult:
-    """Direct mode. tokens/mask [b, s] LEFT-padded prompts -> BeamResult over [b, top_k]."""
+@functools.partial(jax.jit, static_argnames=("model_cfg", "beam_size", "top_k", "cache_len", "item_head_weight"))
+def direct_search(params, tokens, mask, trie: DeviceTrie, item_tokens=None, *, model_cfg, beam_size: int,
+                  top_k: int, cache_len: int, item_head_weight: float = 0.0) -> BeamResult:
+    """Direct mode. tokens/mask [b, s] LEFT-padded prompts -> BeamResult over [b, top_k].
+
+    item_head_weight > 0 (with item_tokens [n_items], each item's last SID token id): all
+    beam_size items the beam finishes with are re-ranked by `beam.rerank_with_item_head` and the
+    best top_k kept, so a wider beam gives the head more candidates."""
     cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
     logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
-    return constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
-                                   trie, beam_size, top_k)
+    keep = beam_size if item_head_weight > 0 else top_k
+    result = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
+                                     trie, beam_size, keep)
+    if item_head_weight > 0:
+        result = rerank_with_item_head(result, logits, item_tokens, item_head_weight)
+        result = BeamResult(*(x[:, :top_k] for x in result))
+    return result
 
 
 def direct_cache_len(prompt_width: int, trie: DeviceTrie) -> int:

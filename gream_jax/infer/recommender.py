@@ -52,12 +52,34 @@ def renormalise(config) -> bool:
 
 
 def check_sid_softmax(config, model_meta: dict, model_dir: str) -> None:
-    """Refuses to decode a model under another output distribution than it was trained with."""
+    """Refuses to decode a model under another output distribution than it was trained with, or
+    to re-rank with a next-item head it was never trained to have (config.eval.item_head_weight)."""
     trained = str(model_meta.get("sid_softmax", "vocab"))
     if trained != str(config.model.sid_softmax):
         raise ValueError(f"{model_dir}: the model was trained with sid_softmax={trained!r} (meta.json) but "
                          f"config.model.sid_softmax={config.model.sid_softmax!r}; pass "
                          f"--config.model.sid_softmax={trained}")
+    head = float(model_meta.get("next_item_weight", 0.0))
+    if float(config.eval.item_head_weight) > 0 and head <= 0:
+        raise ValueError(f"{model_dir}: config.eval.item_head_weight={config.eval.item_head_weight} re-ranks with "
+                         f"the next-item head, but this model was trained without it (meta.json "
+                         f"next_item_weight={head}); pass --config.eval.item_head_weight=0")
+
+
+def item_head_tokens(tokenizer, semantic_ids, config, mesh) -> jax.Array | None:
+    """[n_items] each item's item-unique last SID token id (replicated), or None when
+    config.eval.item_head_weight is 0."""
+    if float(config.eval.item_head_weight) <= 0:
+        return None
+    lengths = np.asarray(semantic_ids.lengths)
+    sizes = [int(k) for k in semantic_ids.level_sizes]
+    if lengths.min() != lengths.max() or sizes[-1] != len(lengths):
+        raise ValueError(f"config.eval.item_head_weight={config.eval.item_head_weight} needs an item-unique last SID "
+                         f"level (collision='item_token'); this SID table has level sizes {sizes} and "
+                         f"SID lengths {lengths.min()}..{lengths.max()}")
+    table = sid_token_table(tokenizer, semantic_ids)
+    tokens = table[len(sizes) - 1][np.asarray(semantic_ids.codes)[:, -1]].astype(np.int32)
+    return jax.device_put(tokens, mesh_lib.replicated(mesh))
 
 
 def device_trie(trie, tokenizer, semantic_ids, mesh, renormalise: bool = False) -> DeviceTrie:
@@ -101,15 +123,17 @@ def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories
     width = batching.prompt_width(prompts, ev.prompt_bucket)
     cache_len = decoder.direct_cache_len(width, dev)
     batch = batching.resolve_batch(ev, model_cfg, cache_len, ev.beam_size, mesh, n_users=len(prompts))
+    head_tokens = item_head_tokens(tokenizer, semantic_ids, config, mesh)
     items, scores = [], []
     progress = Progress(name, total=len(prompts), unit="users")
     for lo, hi in batching.batches(len(prompts), batch):
         tokens, mask = batching.left_pad(prompts[lo:hi], width, batch, int(tokenizer.pad_id))
         tokens, mask = _place(mesh, model_cfg, tokens, mask)
         with jax.set_mesh(mesh):
-            res = decoder.direct_search(params, tokens, mask, dev, model_cfg=model_cfg,
+            res = decoder.direct_search(params, tokens, mask, dev, head_tokens, model_cfg=model_cfg,
                                         beam_size=int(ev.beam_size), top_k=int(ev.top_k),
-                                        cache_len=cache_len)
+                                        cache_len=cache_len,
+                                        item_head_weight=float(ev.item_head_weight))
         items.append(np.asarray(res.items)[:hi - lo])
         scores.append(np.asarray(res.scores)[:hi - lo])
         progress.update(hi - lo)

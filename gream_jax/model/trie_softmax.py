@@ -192,3 +192,48 @@ def trie_nll_terms(hidden: jax.Array, head: jax.Array, labels: jax.Array, states
     total = jnp.sum(jnp.where(outer_or_all, nll, 0.0) * weights) + extra[0]
     hits = jnp.sum(jax.lax.stop_gradient(hit.astype(jnp.float32)) * weights * outer_or_all) + extra[1]
     return total, jnp.sum(scored) - extra[2], hits, jnp.sum(weights * ~ok) + extra[2]
+
+
+def next_item_terms(hidden: jax.Array, head: jax.Array, labels: jax.Array, weights: jax.Array,
+                    first_ids: jax.Array, item_ids: jax.Array, sid_len: int):
+    """The auxiliary next-item objective (`config.train.next_item_weight`): at every position whose
+    label starts a target SID, -log p(item) over every item-unique last token, read from the same
+    hidden state that predicts the first code.
+
+    Why: in the SID factorisation p(c1) p(c2 | c1) p(item | c1, c2) the item tokens are only ever
+    predicted after their prefix is given, so the hidden state that decides the first code (where
+    most Direct-mode misses happen: docs/results.md) is trained against 32-64 coarse codes, never
+    against the items themselves. This adds SASRec's all-items objective at exactly that position,
+    with the same item embeddings (tied: also the history's inputs), and leaves decoding unchanged.
+
+    hidden [b, n, d] (position t predicts labels[:, t]), head [V, d], labels / weights [b, n],
+    first_ids [K1] (first-level code tokens), item_ids [n_items] (the item-unique last level),
+    sid_len: tokens per SID (every SID, as with config.index.collision="item_token").
+    A position counts when its label is a first-level code with weight > 0 and the label
+    sid_len - 1 positions later is an item token with weight > 0 (an SID cut by the row end is
+    skipped). Returns (sum of weighted -log p(item), weighted count, weighted argmax hits).
+    """
+    b, n, d = hidden.shape
+    vocab = head.shape[0]
+    is_first = jnp.zeros((vocab,), bool).at[first_ids].set(True)
+    item_index = jnp.full((vocab,), -1, jnp.int32).at[item_ids].set(
+        jnp.arange(item_ids.shape[0], dtype=jnp.int32))
+    shift = sid_len - 1
+    item_labels = jnp.pad(labels[:, shift:], ((0, 0), (0, shift)))
+    item_weights = jnp.pad(weights[:, shift:], ((0, 0), (0, shift)))
+    pos = item_index[item_labels]                                         # [b, n], -1 = none
+    chosen = is_first[labels] & (weights > 0) & (pos >= 0) & (item_weights > 0)
+    flat_h, flat_c = hidden.reshape(b * n, d), chosen.reshape(-1)
+    flat_w, flat_p = (weights * item_weights).reshape(-1), pos.reshape(-1)
+    # An SID starts at most once every sid_len positions in a row: that many first rows suffice.
+    cap = min(b * n, b * -(-n // sid_len))
+    order = jnp.argsort(~flat_c, stable=True)[:cap]
+    sel = flat_c[order]
+    logits = jnp.einsum("cd,kd->ck", flat_h[order], head.astype(hidden.dtype)[item_ids],
+                        preferred_element_type=jnp.float32)
+    top, logz = _log_partition(logits)
+    pick = _pick(logits, flat_p[order])
+    ws = flat_w[order] * sel
+    total = jnp.sum(jnp.where(sel, logz - pick, 0.0) * ws)
+    hits = jnp.sum(jax.lax.stop_gradient((pick >= top).astype(jnp.float32)) * ws)
+    return total, jnp.sum(ws), hits

@@ -96,7 +96,10 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     elsewhere against the outer vocabulary, with no
     vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
     label that distribution cannot produce (an SID cut mid-way) are left out and logged as
-    `trie_unscored`.
+    `trie_unscored`. An optional 4th element (first-level ids, item ids, SID length, weight) adds
+    that weight times `trie_softmax.next_item_terms` (the auxiliary next-item objective) to the
+    summed loss (same denominator as the cross-entropy) and logs `next_item_nll` /
+    `next_item_accuracy`; `loss` stays the SID cross-entropy.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
@@ -116,14 +119,21 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         extra = {"dropout_rng": rng} if dropout else {}
         zero = jnp.zeros(())
         if trie_loss is not None:
-            trie, outer_ids, level_ids = trie_loss
+            trie, outer_ids, level_ids = trie_loss[:3]
+            next_item = trie_loss[3] if len(trie_loss) > 3 else None
             tokens = micro["tokens"]
             hidden = apply_fn(p, tokens, mask, micro["positions"], seg_arg, return_hidden=True, **extra)
             states = trie_softmax.token_states(trie, tokens)
+            h, head, labels = hidden[:, :-1].astype(dtype), head_fn(p), tokens[:, 1:]
+            weights = micro["targets"][:, 1:].astype(jnp.float32)
             total, count, correct, bad = trie_softmax.trie_nll_terms(
-                hidden[:, :-1].astype(dtype), head_fn(p), tokens[:, 1:], states[:, :-1],
-                micro["targets"][:, 1:].astype(jnp.float32), trie, jnp.asarray(outer_ids), level_ids)
-            return total, (total, count, correct, zero, zero, bad)
+                h, head, labels, states[:, :-1], weights, trie, jnp.asarray(outer_ids), level_ids)
+            if next_item is None:
+                return total, (total, count, correct, zero, zero, bad, zero, zero, zero)
+            first_ids, item_ids, sid_len, nx_weight = next_item
+            nx, nx_count, nx_hits = trie_softmax.next_item_terms(
+                h, head, labels, weights, jnp.asarray(first_ids), jnp.asarray(item_ids), int(sid_len))
+            return total + float(nx_weight) * nx, (total, count, correct, zero, zero, bad, nx, nx_count, nx_hits)
         if loss_chunk_tokens:
             hidden = apply_fn(p, micro["tokens"], mask, micro["positions"], seg_arg, return_hidden=True,
                               **extra)
@@ -145,7 +155,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                 size = seg.shape[1]
                 ul, ul_p, n_ul = sequence_unlikelihood(per_segment_sums(marks * lp, shift(seg), size),
                                                        per_segment_sums(marks, shift(seg), size) > 0)
-        return total + ul_weight * ul, (total, count, correct, ul_p, n_ul, zero)
+        return total + ul_weight * ul, (total, count, correct, ul_p, n_ul, zero, zero, zero, zero)
 
     masked_grad = jax.value_and_grad(functools.partial(loss_sum, plain=False), has_aux=True)
     plain_grad = jax.value_and_grad(functools.partial(loss_sum, plain=True), has_aux=True)
@@ -168,9 +178,9 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
             return (jax.tree.map(jnp.add, g_acc, g), tuple(a + v for a, v in zip(sums, aux))), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (zeros, (jnp.zeros(()),) * 6)
+        init = (zeros, (jnp.zeros(()),) * 9)
         accum = jax.tree.leaves(batch)[0].shape[0]
-        (grads, (total, count, correct, ul_p, n_ul, unscored)), _ = jax.lax.scan(
+        (grads, (total, count, correct, ul_p, n_ul, unscored, nx, nx_count, nx_hits)), _ = jax.lax.scan(
             body, init, (batch, jnp.arange(accum, dtype=jnp.int32)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -181,6 +191,9 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         if trie_loss is not None:
             metrics["trie_unscored"] = unscored
+        if trie_loss is not None and len(trie_loss) > 3 and trie_loss[3] is not None:
+            metrics["next_item_nll"] = nx / jnp.maximum(nx_count, 1.0)
+            metrics["next_item_accuracy"] = nx_hits / jnp.maximum(nx_count, 1.0)
         if ul_weight:
             metrics["repeat_p"] = ul_p / jnp.maximum(n_ul, 1.0)
             metrics["repeat_items"] = n_ul

@@ -92,7 +92,21 @@ def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     else:
         logging.info("trie softmax: %d outer tokens + up to %d siblings per SID token, instead of %d",
                      len(outer), host.max_children, int(model_cfg.vocab_size))
-    return host.to_device(table, mesh_lib.replicated(mesh), renormalise=True), outer, levels
+    trie = host.to_device(table, mesh_lib.replicated(mesh), renormalise=True)
+    weight = float(config.train.next_item_weight)
+    if weight <= 0:
+        return trie, outer, levels
+    sizes = [int(k) for k in sids.level_sizes]
+    lengths = np.asarray(sids.lengths)
+    n_items = len(lengths)
+    if sizes[-1] != n_items or lengths.min() != lengths.max() or lengths.max() != len(sizes):
+        raise ValueError(f"config.train.next_item_weight={weight}: the SID table in index/ has no item-unique last "
+                         f"level (level sizes {sizes}, {n_items} items, SID lengths "
+                         f"{lengths.min()}..{lengths.max()}); rebuild the index with collision='item_token'")
+    next_item = (np.asarray(table[0, :sizes[0]], np.int32), np.asarray(table[-1, :sizes[-1]], np.int32),
+                 len(sizes), weight)
+    logging.info("next-item objective: weight %g over %d items at each SID's first code", weight, sizes[-1])
+    return trie, outer, levels, next_item
 
 
 def _export(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
@@ -116,7 +130,8 @@ def run_sft(config, workdir: str) -> dict:
     summary, _, best_state, best_meta = train(config, stage_dir, inputs)
     _export(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
             {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"],
-             "sid_softmax": str(config.model.sid_softmax)})
+             "sid_softmax": str(config.model.sid_softmax),
+             "next_item_weight": float(config.train.next_item_weight)})
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(os.path.join(stage_dir, "summary.json"), summary)
     logging.info("[sft] done: %s", summary)
@@ -135,6 +150,10 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
             raise ValueError(f"config.train.{field}={tr[field]} exceeds the model's maximum length "
                              f"(max_position_embeddings={max_pos}); lower it (longer examples are "
                              f"truncated from the left and counted in the SFT summary)")
+    if float(config.eval.item_head_weight) > 0 and float(tr.next_item_weight) <= 0:
+        raise ValueError(f"config.eval.item_head_weight={config.eval.item_head_weight}: validation would re-rank with "
+                         f"a next-item head this run does not train; set config.train.next_item_weight > 0 or "
+                         f"config.eval.item_head_weight=0")
     streams = make_streams(config, split, sids, inputs.items, tokenizer)
     streams.alignment.batch(0)  # builds epoch 0 now: bad input fails before any compile
     if streams.reasoning is not None:

@@ -31,7 +31,7 @@ from gream_jax.train import rewards as rewards_lib
 from gream_jax.train import srpo
 from gream_jax.train.srpo_batch import PromptPool, collect_groups, history_and_target, update_batches
 from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
-from gream_jax.utils.io import write_json, write_jsonl
+from gream_jax.utils.io import read_json, write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
 
 
@@ -322,7 +322,10 @@ def run_rl(config, workdir: str) -> dict:
                "sft_valid_subset": sft_valid}
     _export(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
             {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid,
-             "sid_softmax": str(config.model.sid_softmax)})
+             "sid_softmax": str(config.model.sid_softmax),
+             # RL leaves the SFT model's next-item head in place: carry its training weight on.
+             "next_item_weight": float(read_json(os.path.join(workdir, config.rl.init_from, "meta.json"))
+                                       .get("next_item_weight", 0.0))})
     ckpt.close()
     writer.close()
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
