@@ -9,12 +9,13 @@ Expected wall time and results (2-core CPU, measured 2026-11-26, docs/results.md
 prepare + index about 1-2 min; SFT 1,600 updates about 13-15 min (best validation at update 750-1,250);
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
 Full pipeline (about 25 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
-items ranked (docs/results.md "session 6"): with the level softmax (the recipe's default since
-session 6) test Recall@10 / NDCG@10 0.1336 / 0.0635 and, in a fresh `all` run with 150 instead of
-99 SRPO steps, 0.1294 / 0.0619 (seed 0); 0.1315 / 0.0661 (seed 1); with
+items ranked: with these defaults (next-item head, docs/results.md "next-item head", session 8)
+test Recall@10 / NDCG@10 0.1368 / 0.0677 (fresh `all`, seed 0, 27 min shared); with the level
+softmax alone (docs/results.md "session 6") 0.1336 / 0.0635 and, in a fresh `all` run with 150
+instead of 99 SRPO steps, 0.1294 / 0.0619 (seed 0); 0.1315 / 0.0661 (seed 1); with
 the reference's vocabulary softmax (`--config.model.sid_softmax=vocab`) five runs gave 0.121-0.135
 / 0.059-0.068 and eleven SFT-only runs average 0.129 / 0.062.
-SASRec on the same split: 0.136 / 0.064 (about one standard error above our mean).
+SASRec on the same split: 0.136 / 0.064 (at our level: the standard error is 0.011 / 0.006).
 SRPO adds no more than noise in the budgets measured.
 """
 
