@@ -159,6 +159,7 @@ def test_item_head_reranking_through_the_eval_stage(workdir, tmp_path):
         config.eval.item_head_weight = weight
         config.eval.top_k = k
         run_eval(config, wd)
+        assert ("re-ranked by log P + 1 log q" in open(os.path.join(wd, "eval", "results.md")).read()) == (weight > 0)
         rows = [json.loads(l) for l in open(os.path.join(wd, "eval", "per_user_test_direct.jsonl"))]
         topk[weight] = [[t["item"] for t in r["topk"]] for r in rows]
     assert all(set(b) <= set(a) and len(b) == 5 for a, b in zip(topk[0.0], topk[1.0]))

@@ -178,8 +178,10 @@ def run_eval(config, workdir: str) -> dict:
                               f"{config.eval.top_p}, budget {config.eval.reasoning_budget} tokens")
     header = (f"# {config.name}: evaluation of `{os.path.relpath(model_dir, workdir)}`\n\n"
               f"Leave-one-out, full ranking over {data.n_items} items (nothing excluded), "
-              f"trie-constrained beam {config.eval.beam_size}, top-{config.eval.top_k}; users/s includes "
-              f"jit compilation.\n\n")
+              f"trie-constrained beam {config.eval.beam_size}, top-{config.eval.top_k}"
+              + (f" (Direct: the beam's items re-ranked by log P + {config.eval.item_head_weight:g} log q, "
+                 f"q the next-item head)" if float(config.eval.item_head_weight) > 0 else "")
+              + "; users/s includes jit compilation.\n\n")
     table = report.results_table(results, tuple(config.eval.ks), notes)
     io.write_text(os.path.join(out_dir, "results.md"), header + table)
     io.write_json(os.path.join(workdir, "results.json"), results)
