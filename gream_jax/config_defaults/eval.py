@@ -14,9 +14,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.beam_size = 20           # constrained beam width (the reference release uses 10)
     c.top_k = 20               # items returned per user; metrics are computed for ks <= top_k
     c.ks = (1, 5, 10, 20)
-    # Direct mode: > 0 re-ranks the beam's top_k items by log P(item) + this weight x log q(item),
-    # q the next-item head (a model trained with config.train.next_item_weight > 0; the stages
-    # refuse a model without it). 0 = the SID probability alone (GREAM).
+    # Direct mode: > 0 re-ranks all beam_size items the beam finishes with by log P(item) + this
+    # weight x log q(item), q the next-item head, and keeps the best top_k (a model trained with
+    # config.train.next_item_weight > 0; the stages refuse a model without it). 0 = the SID
+    # probability alone (GREAM).
     c.item_head_weight = 0.0
     # Users per jitted batch (a multiple of the data-parallel size); 0 = largest that fits the
     # memory budget below. Beam size and K never change to fit memory.

@@ -172,7 +172,7 @@ def rerank_with_item_head(result: BeamResult, first_logits: jax.Array, item_toke
     token, first_logits [b, V]; item_tokens [n_items] is each item's last-token id. The beam still
     decides which items are candidates (every one a valid SID); the head only orders them. Why:
     the head sees every item against every other at the prompt's end, where the SID path decides
-    among 32-64 coarse first codes first (docs/results.md "next-item objective"). Returned scores
+    among 32-64 coarse first codes first (docs/results.md "next-item head"). Returned scores
     are the fused ones, NEG_INF where items == -1.
     """
     logits = jnp.take(first_logits.astype(jnp.float32), item_tokens, axis=-1)      # [b, n_items]
