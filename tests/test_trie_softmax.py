@@ -352,3 +352,15 @@ def test_item_head_reranking_needs_a_model_trained_with_the_head():
     check_sid_softmax(config, {"sid_softmax": "level", "next_item_weight": 1.0}, "/w/sft/final")
     config.eval.item_head_weight = 0.0
     check_sid_softmax(config, {"sid_softmax": "level"}, "/w/sft/final")
+
+
+def test_item_unique_last_level_is_checked_on_the_sid_table():
+    """The SID table itself must name each item by its last token (the config alone is not enough:
+    an index built with another scheme is refused by the SFT loss and the re-ranking alike)."""
+    from sft_toy import toy_sids
+    from gream_jax.index.sid import SidArtifactError, require_item_unique_last_level
+    require_item_unique_last_level(toy_sids(12), "x")                 # 2 levels + item token
+    codes, lengths, sizes = toy.toy_sids(n_items=40)                  # rank suffix: 3-4 tokens
+    rank_suffix = type("S", (), {"lengths": lengths, "level_sizes": sizes})()
+    with pytest.raises(SidArtifactError, match="config.eval.item_head_weight=2.*SID lengths 3..4"):
+        require_item_unique_last_level(rank_suffix, "config.eval.item_head_weight=2")

@@ -33,6 +33,18 @@ def item_ids_sha256(item_ids) -> str:
     return hashlib.sha256("\x1f".join(map(str, item_ids)).encode()).hexdigest()
 
 
+def require_item_unique_last_level(semantic_ids, what: str) -> None:
+    """Raises unless every SID has all levels and the last level has one code per item (as
+    config.index.collision="item_token" builds), i.e. the last token names the item; `what` is
+    the setting that needs it, for the message."""
+    lengths = np.asarray(semantic_ids.lengths)
+    sizes = [int(k) for k in semantic_ids.level_sizes]
+    if sizes[-1] != len(lengths) or lengths.min() != lengths.max() or lengths.max() != len(sizes):
+        raise SidArtifactError(f"{what} needs an item-unique last SID level (collision='item_token'); this SID "
+                               f"table has level sizes {sizes} for {len(lengths)} items and SID lengths "
+                               f"{lengths.min()}..{lengths.max()}: rebuild the index with collision='item_token'")
+
+
 @dataclasses.dataclass
 class SemanticIds:
     codes: np.ndarray                 # [n_items, max_len] int32, -1 beyond each item's length

@@ -71,14 +71,10 @@ def item_head_tokens(tokenizer, semantic_ids, config, mesh) -> jax.Array | None:
     config.eval.item_head_weight is 0."""
     if float(config.eval.item_head_weight) <= 0:
         return None
-    lengths = np.asarray(semantic_ids.lengths)
-    sizes = [int(k) for k in semantic_ids.level_sizes]
-    if lengths.min() != lengths.max() or sizes[-1] != len(lengths):
-        raise ValueError(f"config.eval.item_head_weight={config.eval.item_head_weight} needs an item-unique last SID "
-                         f"level (collision='item_token'); this SID table has level sizes {sizes} and "
-                         f"SID lengths {lengths.min()}..{lengths.max()}")
+    from gream_jax.index.sid import require_item_unique_last_level
+    require_item_unique_last_level(semantic_ids, f"config.eval.item_head_weight={config.eval.item_head_weight}")
     table = sid_token_table(tokenizer, semantic_ids)
-    tokens = table[len(sizes) - 1][np.asarray(semantic_ids.codes)[:, -1]].astype(np.int32)
+    tokens = table[-1][np.asarray(semantic_ids.codes)[:, -1]].astype(np.int32)
     return jax.device_put(tokens, mesh_lib.replicated(mesh))
 
 

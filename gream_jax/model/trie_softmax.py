@@ -118,6 +118,22 @@ def _pick(logits: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(slot == index[..., None], logits, 0.0), axis=-1)
 
 
+def _compacted_nll(flat_h, rows, chosen, pos, flat_w, cap: int):
+    """(sum of weighted -log softmax(h . rows)[pos], weighted argmax hits, weight kept) over the
+    `chosen` flat positions, multiplying only the first `cap` of them by `rows` [k, d]: they are
+    moved to the front with a stable argsort, so a caller that knows how many positions can be
+    chosen at most pays for those alone. flat_h [m, d]; chosen / pos / flat_w [m]."""
+    order = jnp.argsort(~chosen, stable=True)[:cap]
+    sel = chosen[order]
+    logits = jnp.einsum("cd,kd->ck", flat_h[order], rows, preferred_element_type=jnp.float32)
+    top, logz = _log_partition(logits)
+    pick = _pick(logits, pos[order])
+    ws = flat_w[order] * sel
+    total = jnp.sum(jnp.where(sel, logz - pick, 0.0) * ws)
+    hits = jnp.sum(jax.lax.stop_gradient((pick >= top).astype(jnp.float32)) * ws)
+    return total, hits, jnp.sum(ws)
+
+
 def _level_sums(hidden, w, labels, chosen, weights, level_ids):
     """Sums of (-log p, argmax hits, overflow) over the `chosen` inner positions [b, n], each label
     scored against every token of its own SID level (`level_ids[j]` = level j + 1's token ids).
@@ -137,15 +153,9 @@ def _level_sums(hidden, w, labels, chosen, weights, level_ids):
         pos = index[flat_y]
         at_level = flat_c & (pos >= 0)
         cap = min(b * n, b * -(-n // (level + 1)))
-        order = jnp.argsort(~at_level, stable=True)[:cap]
-        sel = at_level[order]
-        logits = jnp.einsum("cd,kd->ck", flat_h[order], w[ids], preferred_element_type=jnp.float32)
-        top, logz = _log_partition(logits)
-        pick = _pick(logits, pos[order])
-        ws = flat_w[order] * sel
-        total += jnp.sum(jnp.where(sel, logz - pick, 0.0) * ws)
-        hits += jnp.sum(jax.lax.stop_gradient((pick >= top).astype(jnp.float32)) * ws)
-        overflow += jnp.sum(flat_w * at_level) - jnp.sum(ws)
+        nll, hit, kept = _compacted_nll(flat_h, w[ids], at_level, pos, flat_w, cap)
+        total, hits = total + nll, hits + hit
+        overflow += jnp.sum(flat_w * at_level) - kept
     return total, hits, overflow
 
 
@@ -227,13 +237,5 @@ def next_item_terms(hidden: jax.Array, head: jax.Array, labels: jax.Array, weigh
     flat_w, flat_p = (weights * item_weights).reshape(-1), pos.reshape(-1)
     # An SID starts at most once every sid_len positions in a row: that many first rows suffice.
     cap = min(b * n, b * -(-n // sid_len))
-    order = jnp.argsort(~flat_c, stable=True)[:cap]
-    sel = flat_c[order]
-    logits = jnp.einsum("cd,kd->ck", flat_h[order], head.astype(hidden.dtype)[item_ids],
-                        preferred_element_type=jnp.float32)
-    top, logz = _log_partition(logits)
-    pick = _pick(logits, flat_p[order])
-    ws = flat_w[order] * sel
-    total = jnp.sum(jnp.where(sel, logz - pick, 0.0) * ws)
-    hits = jnp.sum(jax.lax.stop_gradient((pick >= top).astype(jnp.float32)) * ws)
-    return total, jnp.sum(ws), hits
+    total, hits, count = _compacted_nll(flat_h, head.astype(hidden.dtype)[item_ids], flat_c, flat_p, flat_w, cap)
+    return total, count, hits

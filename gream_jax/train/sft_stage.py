@@ -96,13 +96,9 @@ def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     weight = float(config.train.next_item_weight)
     if weight <= 0:
         return trie, outer, levels
+    from gream_jax.index.sid import require_item_unique_last_level
+    require_item_unique_last_level(sids, f"config.train.next_item_weight={weight}")
     sizes = [int(k) for k in sids.level_sizes]
-    lengths = np.asarray(sids.lengths)
-    n_items = len(lengths)
-    if sizes[-1] != n_items or lengths.min() != lengths.max() or lengths.max() != len(sizes):
-        raise ValueError(f"config.train.next_item_weight={weight}: the SID table in index/ has no item-unique last "
-                         f"level (level sizes {sizes}, {n_items} items, SID lengths "
-                         f"{lengths.min()}..{lengths.max()}); rebuild the index with collision='item_token'")
     next_item = (np.asarray(table[0, :sizes[0]], np.int32), np.asarray(table[-1, :sizes[-1]], np.int32),
                  len(sizes), weight)
     logging.info("next-item objective: weight %g over %d items at each SID's first code", weight, sizes[-1])
