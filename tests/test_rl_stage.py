@@ -38,7 +38,7 @@ def _write_workdir(workdir, monkeypatch, config):
                       num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=128)
     mesh = mesh_lib.make_mesh(config.mesh)
     params = model_api.init_params(cfg, jax.random.PRNGKey(0), mesh)
-    save_model(os.path.join(workdir, "sft", "final"), params, cfg, tok, {"stage": "sft"})
+    save_model(os.path.join(workdir, "sft", "final"), params, cfg, tok, {"stage": "sft", "next_item_weight": 0.5})
     return params
 
 
@@ -73,6 +73,7 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     assert any("valid/ndcg@10" in r and r["step"] == 0 for r in rows)      # the SFT baseline
     model_cfg, params, _, meta = load_model(os.path.join(workdir, "rl", "final"))
     assert meta["stage"] == "rl" and meta["step"] == summary["best_step"]
+    assert meta["next_item_weight"] == 0.5        # the SFT model's head, carried on
     if summary["best_step"] == 0:      # RL did not beat SFT on validation: SFT weights exported
         for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -90,13 +90,12 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     sequences `batch["unlikely"]` marks (at most one per example) to the summed loss (same
     denominator as the cross-entropy), and logs `repeat_p` (the sequences' mean probability) and
     `repeat_items` (how many); `loss` stays the cross-entropy.
-    trie_loss = (DeviceTrie, outer_ids [n_outer], level_ids or None): the trie-factored softmax
-    (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"/"level"): inside an SID a
-    token is scored against its trie siblings (or, with level_ids, its whole SID level),
-    elsewhere against the outer vocabulary, with no
-    vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
+    trie_loss = (DeviceTrie, outer_ids [n_outer], level_ids or None, next_item or None): the
+    trie-factored softmax (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"/"level"):
+    inside an SID a token is scored against its trie siblings (or, with level_ids, its whole SID
+    level), elsewhere against the outer vocabulary, with no vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
     label that distribution cannot produce (an SID cut mid-way) are left out and logged as
-    `trie_unscored`. An optional 4th element (first-level ids, item ids, SID length, weight) adds
+    `trie_unscored`. next_item = (first-level ids, item ids, SID length, weight) adds
     that weight times `trie_softmax.next_item_terms` (the auxiliary next-item objective) to the
     summed loss (same denominator as the cross-entropy) and logs `next_item_nll` /
     `next_item_accuracy`; `loss` stays the SID cross-entropy.
@@ -119,8 +118,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
         extra = {"dropout_rng": rng} if dropout else {}
         zero = jnp.zeros(())
         if trie_loss is not None:
-            trie, outer_ids, level_ids = trie_loss[:3]
-            next_item = trie_loss[3] if len(trie_loss) > 3 else None
+            trie, outer_ids, level_ids, next_item = trie_loss
             tokens = micro["tokens"]
             hidden = apply_fn(p, tokens, mask, micro["positions"], seg_arg, return_hidden=True, **extra)
             states = trie_softmax.token_states(trie, tokens)
@@ -191,7 +189,7 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
                    "grad_norm": optax.tree.norm(grads), "lr": schedule(state["step"])}
         if trie_loss is not None:
             metrics["trie_unscored"] = unscored
-        if trie_loss is not None and len(trie_loss) > 3 and trie_loss[3] is not None:
+        if trie_loss is not None and trie_loss[3] is not None:
             metrics["next_item_nll"] = nx / jnp.maximum(nx_count, 1.0)
             metrics["next_item_accuracy"] = nx_hits / jnp.maximum(nx_count, 1.0)
         if ul_weight:

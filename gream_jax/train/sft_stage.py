@@ -72,8 +72,8 @@ def _eval_users(config, split, n: int) -> np.ndarray | None:
 
 
 def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
-    """(DeviceTrie, outer token ids, per-level token ids or None) for config.model.sid_softmax =
-    "trie" / "level" (`gream_jax.model.trie_softmax`), else None."""
+    """(DeviceTrie, outer token ids, per-level token ids or None, next-item objective or None) for
+    config.model.sid_softmax = "trie" / "level" (`gream_jax.model.trie_softmax`), else None."""
     mode = str(config.model.sid_softmax)
     if mode == "vocab":
         return None
@@ -95,7 +95,7 @@ def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     trie = host.to_device(table, mesh_lib.replicated(mesh), renormalise=True)
     weight = float(config.train.next_item_weight)
     if weight <= 0:
-        return trie, outer, levels
+        return trie, outer, levels, None
     from gream_jax.index.sid import require_item_unique_last_level
     require_item_unique_last_level(sids, f"config.train.next_item_weight={weight}")
     sizes = [int(k) for k in sids.level_sizes]

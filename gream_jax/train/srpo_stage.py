@@ -31,7 +31,7 @@ from gream_jax.train import rewards as rewards_lib
 from gream_jax.train import srpo
 from gream_jax.train.srpo_batch import PromptPool, collect_groups, history_and_target, update_batches
 from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
-from gream_jax.utils.io import read_json, write_json, write_jsonl
+from gream_jax.utils.io import write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
 
 
@@ -222,7 +222,7 @@ def load_inputs(config, workdir):
     model_cfg, params, tokenizer, meta = load_model(init_dir, mesh, rules)
     from gream_jax.infer.recommender import check_sid_softmax
     check_sid_softmax(config, meta, init_dir)
-    return split, sids, model_cfg, params, tokenizer, mesh, rules
+    return split, sids, model_cfg, params, tokenizer, meta, mesh, rules
 
 
 def run_rl(config, workdir: str) -> dict:
@@ -236,7 +236,7 @@ def run_rl(config, workdir: str) -> dict:
     if not rl.enabled:
         logging.info("[rl] config.rl.enabled=False: skipped (eval uses sft/final)")
         return {"skipped": True}
-    split, sids, model_cfg, params, tokenizer, mesh, rules = load_inputs(config, workdir)
+    split, sids, model_cfg, params, tokenizer, init_meta, mesh, rules = load_inputs(config, workdir)
     trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
     del params
     validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
@@ -324,8 +324,7 @@ def run_rl(config, workdir: str) -> dict:
             {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid,
              "sid_softmax": str(config.model.sid_softmax),
              # RL leaves the SFT model's next-item head in place: carry its training weight on.
-             "next_item_weight": float(read_json(os.path.join(workdir, config.rl.init_from, "meta.json"))
-                                       .get("next_item_weight", 0.0))})
+             "next_item_weight": float(init_meta.get("next_item_weight", 0.0))})
     ckpt.close()
     writer.close()
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 1)
