@@ -93,12 +93,13 @@ def make_train_step(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, 
     trie_loss = (DeviceTrie, outer_ids [n_outer], level_ids or None, next_item or None): the
     trie-factored softmax (`gream_jax.model.trie_softmax`, config.model.sid_softmax="trie"/"level"):
     inside an SID a token is scored against its trie siblings (or, with level_ids, its whole SID
-    level), elsewhere against the outer vocabulary, with no vocabulary-wide matmul; needs `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose
-    label that distribution cannot produce (an SID cut mid-way) are left out and logged as
-    `trie_unscored`. next_item = (first-level ids, item ids, SID length, weight) adds
-    that weight times `trie_softmax.next_item_terms` (the auxiliary next-item objective) to the
-    summed loss (same denominator as the cross-entropy) and logs `next_item_nll` /
-    `next_item_accuracy`; `loss` stays the SID cross-entropy.
+    level), elsewhere against the outer vocabulary, with no vocabulary-wide matmul; needs
+    `apply_fn(..., return_hidden=True)` and `head_fn`. Positions whose label that distribution
+    cannot produce (an SID cut mid-way) are left out and logged as `trie_unscored`.
+    next_item = (first-level ids, item ids, SID length, weight) adds that weight times
+    `trie_softmax.next_item_terms` (the auxiliary next-item objective) to the summed loss (same
+    denominator as the cross-entropy) and logs `next_item_nll` / `next_item_accuracy`; `loss`
+    stays the SID cross-entropy.
     """
     if int(loss_chunk_tokens) < 0:
         raise ValueError(f"loss_chunk_tokens={loss_chunk_tokens}: must be >= 0 (0 = full logits)")
