@@ -38,6 +38,12 @@ def defaults() -> ml_collections.ConfigDict:
     # new rows = mean of existing rows + new_token_noise * (per-dim std of existing rows) * N(0,1).
     c.vocab_pad_multiple = 64
     c.new_token_noise = 0.02
+    # How the SID token rows start: "default" (GREAM: mean of the backbone's rows + noise for a
+    # checkpoint, random from scratch) or "index" (gream_jax/model/sid_init.py): the index's item
+    # vectors (WORKDIR/index/embeddings.npy, what the RQ-KMeans quantised) on their top principal
+    # directions, item tokens per item and code tokens as their items' mean, scaled to the
+    # backbone rows' per-dimension mean and spread.
+    c.sid_embedding_init = "default"
     # The output distribution over SID tokens (gream_jax/model/trie_softmax.py). "vocab": one
     # softmax over the whole vocabulary at every position (the reference). "trie": inside an SID a
     # token competes with its trie siblings only, elsewhere with the non-SID vocabulary plus the
@@ -63,6 +69,9 @@ def validate(config) -> None:
     m = config.model
     if m.sid_softmax not in ("vocab", "trie", "level"):
         raise ConfigError(f"config.model.sid_softmax={m.sid_softmax!r}: must be 'vocab', 'trie' or 'level'")
+    from gream_jax.model.sid_init import INIT_MODES
+    if m.sid_embedding_init not in INIT_MODES:
+        raise ConfigError(f"config.model.sid_embedding_init={m.sid_embedding_init!r}: must be one of {INIT_MODES}")
     if m.checkpoint and not os.path.isdir(m.checkpoint):
         raise ConfigError(f"config.model.checkpoint={m.checkpoint!r}: not a directory")
     if m.checkpoint and not os.path.exists(os.path.join(m.checkpoint, "config.json")):

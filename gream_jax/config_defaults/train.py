@@ -2,6 +2,8 @@
 
 import ml_collections
 
+SELECT_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
 
 def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -58,6 +60,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.async_checkpoints = True
     c.eval_every = 250            # validation on the VALID split (0 = only at the end)
     c.eval_users = 0              # 0 = all validation users; >0 = a fixed, seeded subset
+    # The validation figure that picks the exported update (Direct mode on the valid split).
+    c.select_metric = "recall@10"
     # Users for the valid/test figures of the exported model in the SFT summary (0 = all; the eval
     # stage always uses all): large catalogues (Beauty: 22k users) take minutes per full pass on CPU.
     c.final_eval_users = 0
@@ -120,5 +124,7 @@ def validate(config) -> None:
         raise ConfigError(f"config.train.dropout_rate={t.dropout_rate}: must be in [0, 1) (0 = no dropout)")
     if not 0.0 <= float(t.ema_decay) < 1.0:
         raise ConfigError(f"config.train.ema_decay={t.ema_decay}: must be in [0, 1) (0 = no EMA)")
+    if t.select_metric not in SELECT_METRICS:
+        raise ConfigError(f"config.train.select_metric={t.select_metric!r}: must be one of {SELECT_METRICS}")
     if t.max_minutes < 0:
         raise ConfigError(f"config.train.max_minutes={t.max_minutes}: must be >= 0")

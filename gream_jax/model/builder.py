@@ -7,11 +7,13 @@ Two paths, chosen by `config.model.checkpoint`:
   gream_jax) must carry exactly this index's SID tokens, otherwise it is refused.
 * from scratch (the embedded default): a byte-level BPE trained on the item texts plus the task
   prompt wording, and a small randomly initialised Qwen3 sized by `config.model`.
-LoRA adapters are added when `config.model.lora_rank > 0`.
+`config.model.sid_embedding_init="index"` then sets the SID token rows from the index's item
+vectors (`gream_jax/model/sid_init.py`). LoRA adapters are added when `config.model.lora_rank > 0`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Sequence
 
@@ -117,6 +119,14 @@ def build_model(config, workdir: str, semantic_ids, item_texts: Sequence[Any], m
         params = api.init_params(model_cfg, k_init, mesh, rules)
         logging.info("model: from-scratch qwen3 (%d layers, hidden %d), tokenizer %d tokens, vocab %d",
                      model_cfg.num_layers, model_cfg.hidden_size, tokenizer.vocab_size, model_cfg.vocab_size)
+    if str(m.sid_embedding_init) == "index":
+        from gream_jax.model import sid_init
+        from gream_jax.model.tokenizer import sid_token_table
+        vectors = sid_init.load_item_vectors(os.path.join(workdir, "index"), semantic_ids.n_items)
+        params = sid_init.init_sid_embeddings(params, model_cfg.tie_word_embeddings,
+                                              sid_token_table(tokenizer, semantic_ids), vectors, semantic_ids)
+        logging.info("model: %d SID token rows initialised from the index's item vectors (%s)",
+                     sum(int(s) for s in semantic_ids.level_sizes), os.path.join(workdir, "index", "embeddings.npy"))
     if m.lora_rank:
         params, model_cfg = add_lora(params, model_cfg, k_lora, mesh, int(m.lora_rank), float(m.lora_alpha),
                                      tuple(m.lora_targets), rules)

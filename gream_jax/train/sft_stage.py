@@ -36,8 +36,6 @@ from gream_jax.train.sft_data import make_streams
 from gream_jax.utils.io import read_json, write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
 
-METRIC = "recall@10"
-
 
 @dataclasses.dataclass
 class SftInputs:
@@ -204,12 +202,16 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     best, best_step = meta["best"], meta["best_step"]
     ratio, schedule_name = float(config.tasks.reasoning_ratio), config.tasks.curriculum
     last_eval = None
+    metric = str(tr.select_metric)
+    if best is not None and meta.get("select_metric", "recall@10") != metric:
+        raise ValueError(f"{stage_dir}: resuming a run that selected by {meta.get('select_metric', 'recall@10')!r} "
+                         f"with config.train.select_metric={metric!r}; keep the metric or use a new workdir")
 
     def current_meta(step):
         return {"alignment": streams.alignment.get_state(),
                 "reasoning": streams.reasoning.get_state() if streams.reasoning else {"consumed": 0},
                 "reasoning_steps": reasoning_steps, "best": best, "best_step": best_step,
-                "elapsed_s": elapsed_before + time.perf_counter() - run_start, "step": step}
+                "select_metric": metric, "elapsed_s": elapsed_before + time.perf_counter() - run_start, "step": step}
 
     def validate(step):
         nonlocal best, best_step
@@ -220,9 +222,9 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
             writer.scalars(step, {f"valid_raw/{k}": v for k, v in raw.items()})
             rows.append({"step": step, **{f"valid_raw/{k}": v for k, v in raw.items()}})
             logging.info("[sft] step %d valid (raw weights) %s", step, {k: round(v, 4) for k, v in raw.items()})
-        improved = best is None or figures[METRIC] > best
+        improved = best is None or figures[metric] > best
         if improved:
-            best, best_step = figures[METRIC], step
+            best, best_step = figures[metric], step
             if ckpt.best_step() != step:
                 ckpt.save_best(step, state, current_meta(step))
         logging.info("[sft] step %d valid %s (%.1fs)%s", step, {k: round(v, 4) for k, v in figures.items()},
