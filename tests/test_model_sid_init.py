@@ -15,6 +15,7 @@ from gream_jax.model import api
 from gream_jax.model.builder import build_model
 from gream_jax.model.sid_init import principal_projection, sid_rows
 from gream_jax.model.tokenizer import sid_token_table
+from test_model_store_builder import _config  # the same tiny from-scratch model config
 
 N = 6
 ITEMS = [ItemText(title=f"Item number {i}", brand="", categories="Tools", description="a thing",
@@ -76,14 +77,6 @@ def test_sid_rows_item_level_means_and_scale():
 def test_sid_rows_refuses_mismatched_vectors():
     with pytest.raises(ValueError, match="item vectors of shape"):
         sid_rows(_vectors()[:4], _sids().codes, _sids().lengths, (3, N), 4, np.zeros(4), np.ones(4))
-
-
-def _config(**model):
-    config = base_config()
-    config.model.update(dict(num_layers=1, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8,
-                             intermediate_size=64, tokenizer_vocab_size=300, vocab_pad_multiple=32))
-    config.model.update(model)
-    return config
 
 
 @pytest.mark.parametrize("tied", [True, False])
