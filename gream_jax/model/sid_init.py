@@ -12,14 +12,17 @@ mean and spread of the backbone's own (non-SID) rows, so logits keep their usual
 vectors carry no information for (an unused code; dimensions past their rank) keep the default
 initialisation.
 
-Pure numpy (`sid_rows`) plus one edge function that writes the rows into sharded parameters.
+Pure numpy (`sid_rows`) plus one edge function that writes the rows into the sharded parameters on
+device.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 INIT_MODES = ("default", "index")
@@ -85,32 +88,45 @@ def load_item_vectors(index_dir: str, n_items: int) -> np.ndarray:
     return vectors
 
 
+@functools.partial(jax.jit, static_argnames="rows_axis")
+def _row_stats(matrix, keep, rows_axis: int):
+    """Per-dimension mean and spread of the rows `keep` [V] marks; matrix [V, d] (rows_axis 0) or
+    [d, V] (1). Computed on device, so a matrix sharded over several hosts never leaves them."""
+    m = (matrix if rows_axis == 0 else matrix.T).astype(jnp.float32)
+    w = keep.astype(jnp.float32)[:, None]
+    mean = (m * w).sum(0) / w.sum()
+    return mean, jnp.sqrt((jnp.square(m - mean) * w).sum(0) / w.sum())
+
+
+def _set_rows(matrix, ids, values, informed, rows_axis: int):
+    m = matrix if rows_axis == 0 else matrix.T
+    new = jnp.where(informed, values.astype(m.dtype), m[ids])
+    m = m.at[ids].set(new)
+    return m if rows_axis == 0 else m.T
+
+
 def init_sid_embeddings(params: dict, tie_word_embeddings: bool, token_table: np.ndarray,
                         vectors: np.ndarray, semantic_ids) -> dict:
     """Writes `sid_rows` into the embedding (and the untied LM head) at the SID token ids.
 
     token_table [levels, max_codes]: token id of (level, code) (`tokenizer.sid_token_table`).
-    Shardings are kept: each updated matrix is put back on its original sharding."""
-    embed = params["embed_tokens"]
+    The statistics and the write run as jitted functions on the sharded matrices (each result
+    keeps its input's sharding), so this works unchanged when the matrices span several hosts;
+    the host side only computes the rows from the item vectors, identically on every process."""
     sid_ids = np.concatenate([token_table[l, :int(s)] for l, s in enumerate(semantic_ids.level_sizes)])
-    if (sid_ids < 0).any() or sid_ids.max() >= embed.shape[0]:
-        raise ValueError(f"init_sid_embeddings: SID token ids outside the vocabulary of {embed.shape[0]} rows")
-    host = np.array(jax.device_get(embed), np.float32)                   # a writable copy
-    others = np.setdiff1d(np.arange(host.shape[0]), sid_ids)
-    ref = host[others] if others.size else host
-    levels = sid_rows(vectors, semantic_ids.codes, semantic_ids.lengths, semantic_ids.level_sizes,
-                      host.shape[1], ref.mean(axis=0), ref.std(axis=0))
-    values, informed = (np.concatenate(parts) for parts in zip(*levels))  # [n_sid_tokens, d]
-    host[sid_ids] = np.where(informed, values, host[sid_ids])
     out = dict(params)
-    out["embed_tokens"] = jax.device_put(host.astype(embed.dtype), embed.sharding)
-    if not tie_word_embeddings and "lm_head" in params:
-        head = params["lm_head"]                                          # [d, V]
-        head_host = np.array(jax.device_get(head), np.float32)
-        ref_head = head_host[:, others] if others.size else head_host
+    names = [("embed_tokens", 0)] + ([("lm_head", 1)] if not tie_word_embeddings and "lm_head" in params else [])
+    for name, rows_axis in names:
+        matrix = params[name]
+        vocab = matrix.shape[rows_axis]
+        if (sid_ids < 0).any() or sid_ids.max() >= vocab:
+            raise ValueError(f"init_sid_embeddings: SID token ids outside the {vocab}-row vocabulary of {name}")
+        keep = np.ones(vocab, bool)
+        keep[sid_ids] = False
+        mean, std = (np.asarray(a, np.float64) for a in jax.device_get(_row_stats(matrix, keep, rows_axis)))
         levels = sid_rows(vectors, semantic_ids.codes, semantic_ids.lengths, semantic_ids.level_sizes,
-                          head_host.shape[0], ref_head.mean(axis=1), ref_head.std(axis=1))
-        values, informed = (np.concatenate(parts) for parts in zip(*levels))
-        head_host[:, sid_ids] = np.where(informed, values, head_host[:, sid_ids].T).T
-        out["lm_head"] = jax.device_put(head_host.astype(head.dtype), head.sharding)
+                          matrix.shape[1 - rows_axis], mean, std)
+        values, informed = (np.concatenate(parts) for parts in zip(*levels))   # [n_sid_tokens, d]
+        write = jax.jit(_set_rows, static_argnames="rows_axis", out_shardings=matrix.sharding)
+        out[name] = write(matrix, sid_ids, values, informed, rows_axis=rows_axis)
     return out
