@@ -45,8 +45,8 @@ def get_config(arg: str | None = None):
     # --- model, tasks, train: the ML-100k small-model recipe (2 layers x 64, dense seqrec windows,
     # prompt tasks and reasoning at a small share, level softmax), 64 rows x 128 tokens per update
     # (~370 dense windows; an epoch of 22k users is ~60 updates), 1,600 updates (~30 min on an
-    # idle 2-core CPU; validation peaks at update 600-1,200, ~10-20 epochs); validation on a fixed
-    # 1,000-user subset (22k users x beam 20 is minutes per pass).
+    # idle 2-core CPU at 64 wide, ~50 min at the 128 set below; validation peaks at update 600-1,200,
+    # ~10-20 epochs); validation on a fixed 1,000-user subset (22k users x beam 50 is minutes per pass).
     recipes.small_from_scratch(config)
     # Twice the recipe's width (docs/results.md "session 9"): 2 layers x 128 (4 heads x 32, MLP 512).
     # Same data, index, seed and schedule, all 22,363 users, valid / test N@10: .0486 / .0363 at 64
