@@ -83,6 +83,22 @@ def test_build_from_hf_checkpoint_and_refuse_mismatched_sids(mesh, tmp_path):
     cfg2, _, tok2 = build_model(_config(checkpoint=exported), str(tmp_path), _sids(), ITEMS, mesh)
     assert tok2.vocab_size == tok.vocab_size and cfg2.vocab_size == cfg.vocab_size
     np.testing.assert_array_equal(sid_token_table(tok2, _sids()), sid_token_table(tok, _sids()))
+    # Rows from the index would overwrite the export's trained SID rows: refused.
+    os.makedirs(tmp_path / "index", exist_ok=True)
+    np.save(tmp_path / "index" / "embeddings.npy", np.random.default_rng(0).normal(size=(6, 12)))
+    with pytest.raises(ValueError, match="already carries this index's SID tokens"):
+        build_model(_config(checkpoint=exported, sid_embedding_init="index"), str(tmp_path), _sids(), ITEMS, mesh)
+    # From the base checkpoint (new SID rows) the index init applies: other rows stay, SID rows move.
+    cfg3, params3, tok3 = build_model(_config(checkpoint=hf_dir, sid_embedding_init="index"), str(tmp_path),
+                                      _sids(), ITEMS, mesh)
+    ids = sid_token_table(tok3, _sids())
+    ids = ids[ids >= 0]
+    fresh = build_model(_config(checkpoint=hf_dir), str(tmp_path), _sids(), ITEMS, mesh)[1]
+    for name, axis in (("embed_tokens", 0), ("lm_head", 1)):
+        a, b = np.asarray(params3[name]), np.asarray(fresh[name])
+        others = np.setdiff1d(np.arange(a.shape[axis]), ids)
+        np.testing.assert_array_equal(np.take(a, others, axis), np.take(b, others, axis))
+        assert not np.allclose(np.take(a, ids, axis), np.take(b, ids, axis))
     # ... and another index is refused with a clear message.
     with pytest.raises(SidVocabularyMismatch, match=r"exported.*missing \['<a_16>'"):
         build_model(_config(checkpoint=exported), str(tmp_path), _sids((17, 8, 4)), ITEMS, mesh)

@@ -120,6 +120,10 @@ def build_model(config, workdir: str, semantic_ids, item_texts: Sequence[Any], m
         logging.info("model: from-scratch qwen3 (%d layers, hidden %d), tokenizer %d tokens, vocab %d",
                      model_cfg.num_layers, model_cfg.hidden_size, tokenizer.vocab_size, model_cfg.vocab_size)
     if str(m.sid_embedding_init) == "index":
+        if m.checkpoint and n_sid == 0:
+            raise ValueError(f"config.model.sid_embedding_init='index': {m.checkpoint} already carries this index's "
+                             f"SID tokens (a gream_jax export); their trained rows would be overwritten. Use "
+                             f"sid_embedding_init='default' to continue from it, or start from its base model")
         from gream_jax.model import sid_init
         from gream_jax.model.tokenizer import sid_token_table
         vectors = sid_init.load_item_vectors(os.path.join(workdir, "index"), semantic_ids.n_items)

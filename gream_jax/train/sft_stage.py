@@ -281,7 +281,7 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     test = validator.evaluate(best_params, split, "test", final_users) if evaluate_test else {}
     summary = {"final_eval_users": split.n_users if final_users is None else len(final_users),
                "steps": final_step, "resumed_from": start_step or None, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
-               "best_step": best_meta["step"], "ema_decay": float(tr.ema_decay), "valid": valid, "test": test,
+               "best_step": best_meta["step"], "select_metric": metric, "ema_decay": float(tr.ema_decay), "valid": valid, "test": test,
                "reasoning_share": reasoning_steps / max(final_step, 1),
                "tokens_per_s": float(np.mean([r["tokens_per_s"] for r in rows if "tokens_per_s" in r] or [0])),
                "data": streams.stats, "epochs": streams.alignment.epoch + 1}
