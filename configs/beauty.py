@@ -8,7 +8,7 @@ Command:
     python -m gream_jax.main --config=configs/beauty.py --workdir=/tmp/gream_beauty
 Data preparation only (prints the stats table, writes WORKDIR/data/):
     python -m gream_jax.main --config=configs/beauty.py --config.stage=prepare --workdir=/tmp/gream_beauty
-Smoke (same experiment shrunk; ~15 min on a 2-core CPU, mostly the index and the all-user eval):
+Smoke (same experiment shrunk; ~18 min on a 2-core CPU, mostly the index and the all-user eval):
     python -m gream_jax.main --config=configs/beauty.py:smoke --workdir=/tmp/gream_beauty_smoke
 
 Expected wall time and results: the prepare stage takes a few seconds on a 2-core CPU and
