@@ -77,23 +77,12 @@ def get_config(arg: str | None = None):
     # --- rl: SRPO in Direct mode with the ML-100k settings (docs/results.md "session 7": reasoning
     # rollouts of 256 prompts x 10 chains of ~500 tokens do not fit a 2-core CPU), bounded by wall time;
     # rl/final is the best of the SFT model and the RL steps on validation (2,000 users).
-    config.rl.mode = "direct"
-    config.rl.batch_prompts = 32
-    config.rl.mini_batch_prompts = 16
-    config.rl.ppo_epochs = 2
-    config.rl.learning_rate = 2e-5
-    config.rl.warmup_steps = 2
-    config.rl.steps = 150
-    config.rl.time_budget_s = 600.0
+    recipes.direct_srpo(config)
     config.rl.eval_every = 25
     config.rl.eval_users = 2000
     if arg == "smoke":
         config.name = "beauty_smoke"
-        config.rl.steps = 3
-        config.rl.batch_prompts = 8
-        config.rl.mini_batch_prompts = 8
-        config.rl.eval_every = 0
-        config.rl.time_budget_s = 0.0
+        recipes.shrink_srpo_for_smoke(config)
         config.train.steps = 100
         config.train.max_minutes = 0.0
         config.train.warmup_steps = 10

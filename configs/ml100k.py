@@ -57,18 +57,8 @@ def get_config(arg: str | None = None):
     config.train.next_item_weight = 1.0
     config.eval.item_head_weight = 2.0
     config.eval.beam_size = 50
-    # --- rl (issue 12 owner): SRPO in Direct mode (the SID alone; reasoning rollouts of ~500-token
-    # chains x 10 per prompt do not fit a 2-core CPU budget), G = 10 as in GREAM, a learning rate
-    # scaled for the small model (GREAM: 2e-6 for 4B after SFT at 5e-5; here SFT runs at 2e-3),
-    # bounded by wall time; rl/final is the best of the SFT model and the RL steps on validation.
-    config.rl.mode = "direct"
-    config.rl.batch_prompts = 32
-    config.rl.mini_batch_prompts = 16
-    config.rl.ppo_epochs = 2
-    config.rl.learning_rate = 2e-5      # 1e-4 drifted (KL 0.09 in 11 steps, valid R@10 .141 -> .128)
-    config.rl.warmup_steps = 2
-    config.rl.steps = 150
-    config.rl.time_budget_s = 600.0
+    # --- rl (issue 12 owner): Direct-mode SRPO bounded to 10 min (recipes.direct_srpo).
+    recipes.direct_srpo(config)
     config.rl.eval_every = 10
     config.rl.checkpoint_every = 10
     if arg == "smoke":
@@ -80,11 +70,7 @@ def get_config(arg: str | None = None):
         config.train.checkpoint_every = 75
         config.train.eval_every = 0
         config.train.eval_users = 200
-        config.rl.steps = 3
-        config.rl.batch_prompts = 8
-        config.rl.mini_batch_prompts = 8
-        config.rl.eval_every = 0
-        config.rl.time_budget_s = 0.0
+        recipes.shrink_srpo_for_smoke(config)
         config.eval.beam_size = 20
     elif arg not in (None, ""):
         raise ValueError(f"configs/ml100k.py: unknown argument {arg!r}; use ':smoke' or nothing")
