@@ -85,6 +85,11 @@ def main_with_args(*, workdir: str, items: str, user: str, mode: str, top_k: int
     config.eval.beam_size = max(int(config.eval.beam_size), int(top_k))
     config.eval.ks = tuple(k for k in config.eval.ks if k <= top_k) or (int(top_k),)
     config.eval.max_batch = mesh_lib.data_parallel_size(mesh_lib.make_mesh(config.mesh))
+    if config.eval.item_head_weights and mode == "direct":
+        # A sweep is chosen on validation by the eval stage: use the weight it chose for this model.
+        from gream_jax.eval.head_weight import chosen_weight
+        config.eval.item_head_weight = chosen_weight(workdir, model_directory(config, workdir))
+        config.eval.item_head_weights = ()
     validate_config(config)
     data, split = load_prepared(workdir)
     history = history_from_args(items, user, data, split, int(config.data.max_history))

@@ -164,3 +164,67 @@ def test_item_head_reranking_through_the_eval_stage(workdir, tmp_path):
         topk[weight] = [[t["item"] for t in r["topk"]] for r in rows]
     assert all(set(b) <= set(a) and len(b) == 5 for a, b in zip(topk[0.0], topk[1.0]))
     assert [a[:5] for a in topk[0.0]] != topk[1.0]
+
+
+def test_item_head_weight_chosen_on_valid_through_the_eval_stage(workdir, tmp_path, capsys):
+    """config.eval.item_head_weights: the valid split decoded once and scored at every weight, the
+    best by select_metric kept; the test split ranked at that weight is what a fixed
+    item_head_weight of the same value gives; the recommend command uses the chosen weight."""
+    import shutil
+    from gream_jax import recommend
+    from gream_jax.model.store import load_model
+    wd = str(tmp_path / "wd")
+    shutil.copytree(workdir[0], wd)
+    model_dir = os.path.join(wd, "sft", "final")
+    model_cfg, params, tokenizer, meta = load_model(model_dir)
+    save_model(model_dir, params, model_cfg, tokenizer, {**meta, "next_item_weight": 1.0})
+    config = tiny_config()
+    config.eval.modes = ("direct",)
+    config.eval.item_head_weights = (0.0, 0.5, 3.0)
+    config.eval.select_metric = "recall@5"
+    validate_config(config)
+    with pytest.raises(FileNotFoundError, match="item_head_weights.json"):      # no eval yet
+        recommend.main_with_args(workdir=wd, items="i1,i2", user="", mode="direct", top_k=3, config=config)
+    run_eval(config, wd)
+    saved = json.load(open(os.path.join(wd, "eval", "item_head_weights.json")))
+    assert [r["weight"] for r in saved["valid"]] == [0.0, 0.5, 3.0]
+    best = max(saved["valid"], key=lambda r: r["recall@5"])["weight"]
+    assert saved["chosen"] == best and saved["metric"] == "recall@5"
+    results = json.load(open(os.path.join(wd, "results.json")))
+    assert results["valid"]["direct"]["item_head_weight"] == best
+    chosen_row = next(r for r in saved["valid"] if r["weight"] == best)
+    assert results["valid"]["direct"]["recall@5"] == pytest.approx(chosen_row["recall@5"])
+    assert "(chosen)" in open(os.path.join(wd, "eval", "results.md")).read()
+    swept = {w: [json.loads(l)["topk"] for l in open(os.path.join(wd, "eval", f"per_user_{w}_direct.jsonl"))]
+             for w in ("test", "valid")}
+
+    fixed = tiny_config()
+    fixed.eval.modes = ("direct",)
+    fixed.eval.item_head_weight = best
+    run_eval(fixed, wd)
+    for which in ("test", "valid"):
+        rows = [json.loads(l)["topk"] for l in open(os.path.join(wd, "eval", f"per_user_{which}_direct.jsonl"))]
+        assert [[t["item"] for t in r] for r in rows] == [[t["item"] for t in r] for r in swept[which]]
+    # The recommend command reads the weight the sweep chose for this model; a stale file is refused.
+    head_weight_json = os.path.join(wd, "eval", "item_head_weights.json")
+    recommend.main_with_args(workdir=wd, items="i1,i2", user="", mode="direct", top_k=3, config=config)
+    assert "1." in capsys.readouterr().out
+    json.dump({**saved, "model": "/elsewhere"}, open(head_weight_json, "w"))
+    with pytest.raises(ValueError, match="chosen for '/elsewhere'"):
+        recommend.main_with_args(workdir=wd, items="i1,i2", user="", mode="direct", top_k=3, config=config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("item_head_weights", (1.0, -1.0), "every weight must be >= 0"),
+    ("item_head_weights", (1.0, 1.0), "distinct"),
+    ("splits", ("test",), "needs 'valid' in config.eval.splits"),
+    ("select_metric", "ndcg@3", "K in config.eval.ks"),
+    ("select_metric", "mrr@5", "'recall@K' or 'ndcg@K'"),
+])
+def test_item_head_weight_sweep_config_errors(field, value, message):
+    config = tiny_config()
+    config.index.collision = "item_token"
+    config.eval.item_head_weights = (1.0, 2.0)
+    config.eval[field] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)

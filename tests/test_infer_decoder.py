@@ -138,3 +138,37 @@ def test_direct_item_head_reranks_the_beams_items_by_the_fused_score(model):
         for j, item in enumerate(np.asarray(fused.items[u])):            # tokens follow their items
             np.testing.assert_array_equal(tok[j, :m["lengths"][item]], m["item_tokens"][item, :m["lengths"][item]])
     assert not np.array_equal(np.asarray(fused.items), np.asarray(plain.items)[:, :8])   # the head mattered
+
+
+def test_direct_candidates_fused_on_the_host_equal_the_jitted_rerank(model):
+    """config.eval.item_head_weights: one unfused decoding pass (`decoder.direct_candidates`),
+    fused on the host for several weights (`recommender.rank_candidates`), gives what the jitted
+    re-ranking gives at each weight, and the plain beam at weight 0."""
+    from gream_jax.infer.recommender import Candidates, rank_candidates
+    m = model
+    prompts = [[7, 8, 9, 10], [11, 12, 13, 5], [5, 6, 7]]
+    last = np.asarray([m["item_tokens"][i, m["lengths"][i] - 1] for i in range(len(m["lengths"]))], np.int32)
+    width = max(map(len, prompts))
+    tokens, mask = left_pad(prompts, width, len(prompts), PAD)
+    cache_len = decoder.direct_cache_len(width, m["dev"])
+    res, logq = decoder.direct_candidates(m["params"], jnp.asarray(tokens), jnp.asarray(mask), m["dev"],
+                                          jnp.asarray(last), model_cfg=m["cfg"], beam_size=12, cache_len=cache_len)
+    cands = Candidates(items=np.asarray(res.items), sid_scores=np.asarray(res.scores), head_logq=np.asarray(logq))
+    first = np.asarray(_log_probs(m["params"], jnp.asarray(tokens), jnp.asarray(mask), model_cfg=m["cfg"]))[:, -1]
+    for u in range(len(prompts)):                                   # log q read off the same logits
+        ref = first[u, last] - np.logaddexp.reduce(first[u, last])
+        np.testing.assert_allclose(cands.head_logq[u], ref[cands.items[u]], atol=2e-4)
+    plain = direct(m, prompts, beam=12, k=6)
+    zero = rank_candidates(cands, 0.0, 6)
+    np.testing.assert_array_equal(zero.items, np.asarray(plain.items))
+    np.testing.assert_allclose(zero.scores, np.asarray(plain.scores), atol=1e-5)
+    orders = set()
+    for weight in (0.5, 2.0, 5.0):
+        fused = decoder.direct_search(m["params"], jnp.asarray(tokens), jnp.asarray(mask), m["dev"],
+                                      jnp.asarray(last), model_cfg=m["cfg"], beam_size=12, top_k=6,
+                                      cache_len=cache_len, item_head_weight=weight)
+        host = rank_candidates(cands, weight, 6)
+        np.testing.assert_array_equal(host.items, np.asarray(fused.items))
+        np.testing.assert_allclose(host.scores, np.asarray(fused.scores), atol=1e-4)
+        orders.add(host.items.tobytes())
+    assert len(orders) > 1                                           # the weights rank differently

@@ -19,6 +19,13 @@ def defaults() -> ml_collections.ConfigDict:
     # config.train.next_item_weight > 0; the stages refuse a model without it). 0 = the SID
     # probability alone (GREAM).
     c.item_head_weight = 0.0
+    # A sweep of that weight, chosen on validation (non-empty = on; 0 in the list = the SID score
+    # alone): the eval stage decodes each split once, keeping the beam's items unfused, scores
+    # the valid split at every weight, keeps the one with the best `select_metric` and ranks the
+    # test split with it (eval/item_head_weights.md holds the table). item_head_weight stays what
+    # the SFT and RL stages validate with.
+    c.item_head_weights = ()
+    c.select_metric = "ndcg@10"  # "recall@K" or "ndcg@K", K one of ks: what the sweep maximises
     # Users per jitted batch (a multiple of the data-parallel size); 0 = largest that fits the
     # memory budget below. Beam size and K never change to fit memory.
     c.max_batch = 0
@@ -64,6 +71,21 @@ def validate(config) -> None:
     if e.item_head_weight > 0 and config.index.collision != "item_token":
         bad("item_head_weight", f"needs an item-unique last SID token (config.index.collision='item_token', "
                                 f"got {config.index.collision!r})")
+    if e.item_head_weights:
+        if any(float(w) < 0 for w in e.item_head_weights):
+            bad("item_head_weights", "every weight must be >= 0 (0 = the SID score alone)")
+        if len(set(float(w) for w in e.item_head_weights)) != len(e.item_head_weights):
+            bad("item_head_weights", "weights must be distinct")
+        if "valid" not in e.splits or "direct" not in e.modes:
+            bad("item_head_weights", "the sweep is chosen on the valid split in Direct mode: needs 'valid' in "
+                                     f"config.eval.splits (got {tuple(e.splits)}) and 'direct' in "
+                                     f"config.eval.modes (got {tuple(e.modes)})")
+        if config.index.collision != "item_token":
+            bad("item_head_weights", f"needs an item-unique last SID token (config.index.collision='item_token', "
+                                     f"got {config.index.collision!r})")
+        name, _, k = str(e.select_metric).partition("@")
+        if name not in ("recall", "ndcg") or not k.isdigit() or int(k) not in tuple(e.ks):
+            bad("select_metric", f"must be 'recall@K' or 'ndcg@K' with K in config.eval.ks={tuple(e.ks)}")
     if not 0 < e.memory_fraction <= 1:
         bad("memory_fraction", "must be in (0, 1]")
     if e.temperature < 0:

@@ -9,6 +9,7 @@ seeded permutation (0 = all), and the table says so.
 
 Writes WORKDIR/eval/per_user_{split}_{mode}.jsonl, WORKDIR/eval/results.md (printed too),
 WORKDIR/results.json (`{"test": {"direct": {"recall@10": ...}, "reasoning": {...}}, "valid": ...}`),
+with config.eval.item_head_weights also WORKDIR/eval/item_head_weights.{md,json} (`head_weight`),
 WORKDIR/eval/training_curves.png (from sft/rl metrics.jsonl when present) and TensorBoard scalars
 under WORKDIR/eval/tb.
 """
@@ -22,12 +23,13 @@ import numpy as np
 from absl import logging
 
 from gream_jax import mesh as mesh_lib
+from gream_jax.eval import head_weight
 from gream_jax.eval import metrics as metrics_lib
 from gream_jax.eval import report
 from gream_jax.index.trie import Trie, build_trie
 from gream_jax.infer import batching, decoder
-from gream_jax.infer.recommender import (check_sid_softmax, device_trie, reasoning_spec, recommend_direct,
-                                         recommend_reasoning, renormalise)
+from gream_jax.infer.recommender import (check_sid_softmax, device_trie, direct_candidates, rank_candidates,
+                                         reasoning_spec, recommend_direct, recommend_reasoning, renormalise)
 from gream_jax.utils import io
 from gream_jax.utils.logging import SummaryWriter
 
@@ -95,20 +97,37 @@ def _mode_metrics(ranked, targets, config, n_items, item_counts, histories) -> d
     return out
 
 
+def _rank_direct(which, histories, params, model_cfg, tokenizer, sids, trie, config, mesh, choice):
+    """Direct mode's top-K for one split and the seconds it took: at config.eval.item_head_weight,
+    or, with a weight chosen on validation (`head_weight.HeadWeightChoice`), at that weight."""
+    t0 = time.perf_counter()
+    if choice is None:
+        ranked = recommend_direct(params, model_cfg, tokenizer, sids, trie, histories, config, mesh,
+                                  name=f"{which}/direct")
+        return ranked, time.perf_counter() - t0
+    if which == "valid":
+        candidates, seconds = choice.valid_candidates, choice.valid_seconds
+    else:
+        candidates = direct_candidates(params, model_cfg, tokenizer, sids, trie, histories, config, mesh,
+                                       name=f"{which}/direct")
+        seconds = time.perf_counter() - t0
+    return rank_candidates(candidates, choice.weight, int(config.eval.top_k)), seconds
+
+
 def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split, config, mesh,
-                   item_counts, out_dir) -> dict:
+                   item_counts, out_dir, choice: head_weight.HeadWeightChoice | None = None) -> dict:
     ev = config.eval
     targets_all = np.asarray(split.targets(which))
     results = {}
     if "direct" in ev.modes:
         users = np.arange(split.n_users)
         histories = [split.history(which, int(u)) for u in users]
-        t0 = time.perf_counter()
-        ranked = recommend_direct(params, model_cfg, tokenizer, sids, trie, histories, config, mesh,
-                                  name=f"{which}/direct")
-        dt = time.perf_counter() - t0
+        ranked, dt = _rank_direct(which, histories, params, model_cfg, tokenizer, sids, trie, config, mesh,
+                                  choice)
         m = _mode_metrics(ranked.items, targets_all, config, data.n_items, item_counts, histories)
         m.update(users=len(users), users_per_s=len(users) / dt)
+        if choice is not None:
+            m["item_head_weight"] = choice.weight
         results["direct"] = m
         io.write_jsonl(os.path.join(out_dir, f"per_user_{which}_direct.jsonl"),
                        report.user_rows(users, histories, targets_all, ranked.items, ranked.scores, data))
@@ -142,6 +161,17 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
     return results
 
 
+def _rerank_note(config, choice) -> str:
+    if choice is not None:
+        return (f" (Direct: the beam's items re-ranked by log P + {choice.weight:g} log q, q the next-item "
+                f"head, the weight chosen on valid by {choice.metric} from "
+                f"{', '.join(f'{w:g}' for w in choice.table)})")
+    if float(config.eval.item_head_weight) > 0:
+        return (f" (Direct: the beam's items re-ranked by log P + {config.eval.item_head_weight:g} log q, "
+                f"q the next-item head)")
+    return ""
+
+
 def run_eval(config, workdir: str) -> dict:
     from gream_jax.data.prepare import load_prepared
     from gream_jax.index.sid import SemanticIds
@@ -163,11 +193,16 @@ def run_eval(config, workdir: str) -> dict:
     item_counts = np.bincount(np.concatenate([t for t in split.train if len(t)] or [np.zeros(0, np.int64)]),
                               minlength=data.n_items)
     out_dir = os.path.join(workdir, "eval")
+    choice = None
+    if config.eval.item_head_weights and "direct" in config.eval.modes:
+        choice = head_weight.choose_on_valid(params, model_cfg, tokenizer, sids, dev_trie, split, data.n_items,
+                                             config, mesh)
+        head_weight.write_choice(out_dir, choice, model_dir, tuple(config.eval.ks), split.n_users)
     results = {}
     for which in ("test", "valid"):
         if which in config.eval.splits:
             results[which] = evaluate_split(which, params, model_cfg, tokenizer, sids, dev_trie, data, split,
-                                            config, mesh, item_counts, out_dir)
+                                            config, mesh, item_counts, out_dir, choice)
 
     notes = {}
     if "reasoning" in config.eval.modes:
@@ -179,10 +214,10 @@ def run_eval(config, workdir: str) -> dict:
     header = (f"# {config.name}: evaluation of `{os.path.relpath(model_dir, workdir)}`\n\n"
               f"Leave-one-out, full ranking over {data.n_items} items (nothing excluded), "
               f"trie-constrained beam {config.eval.beam_size}, top-{config.eval.top_k}"
-              + (f" (Direct: the beam's items re-ranked by log P + {config.eval.item_head_weight:g} log q, "
-                 f"q the next-item head)" if float(config.eval.item_head_weight) > 0 else "")
-              + "; users/s includes jit compilation.\n\n")
+              + _rerank_note(config, choice) + "; users/s includes jit compilation.\n\n")
     table = report.results_table(results, tuple(config.eval.ks), notes)
+    if choice is not None:
+        table += "\n" + head_weight.sweep_markdown(choice, tuple(config.eval.ks), split.n_users)
     io.write_text(os.path.join(out_dir, "results.md"), header + table)
     io.write_json(os.path.join(workdir, "results.json"), results)
     print(header + table, flush=True)

@@ -175,15 +175,21 @@ def rerank_with_item_head(result: BeamResult, first_logits: jax.Array, item_toke
     among 32-64 coarse first codes first (docs/results.md "next-item head"). Returned scores
     are the fused ones, NEG_INF where items == -1.
     """
-    logits = jnp.take(first_logits.astype(jnp.float32), item_tokens, axis=-1)      # [b, n_items]
-    logq = jax.nn.log_softmax(logits, axis=-1)
-    ok = result.items >= 0
-    q = jnp.take_along_axis(logq, jnp.maximum(result.items, 0), axis=-1)
-    fused = jnp.where(ok, result.scores + weight * q, NEG_INF)
+    q = item_head_logq(result.items, first_logits, item_tokens)
+    fused = jnp.where(result.items >= 0, result.scores + weight * q, NEG_INF)
     order = jnp.argsort(-fused, axis=-1, stable=True)
     take = lambda x: jnp.take_along_axis(x, order, axis=-1)                      # noqa: E731
     return BeamResult(items=take(result.items), scores=take(fused),
                       tokens=jnp.take_along_axis(result.tokens, order[..., None], axis=1))
+
+
+def item_head_logq(items: jax.Array, first_logits: jax.Array, item_tokens: jax.Array) -> jax.Array:
+    """log q(item | prompt) of the next-item head for each listed item: items [b, k] (-1 = empty
+    slot, which gets 0), first_logits [b, V], item_tokens [n_items] -> [b, k] float32."""
+    logits = jnp.take(first_logits.astype(jnp.float32), item_tokens, axis=-1)      # [b, n_items]
+    logq = jax.nn.log_softmax(logits, axis=-1)
+    q = jnp.take_along_axis(logq, jnp.maximum(items, 0), axis=-1)
+    return jnp.where(items >= 0, q, 0.0)
 
 
 def brute_force_scores(step_fn: Callable, reorder_fn: Callable, params: Any, first_logits: jax.Array,

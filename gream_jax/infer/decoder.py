@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gream_jax.index.trie import DeviceTrie
-from gream_jax.infer.beam import BeamResult, constrained_beam_search, rerank_with_item_head
+from gream_jax.infer.beam import BeamResult, constrained_beam_search, item_head_logq, rerank_with_item_head
 from gream_jax.infer.sampling import sample_tokens
 from gream_jax.model import api
 
@@ -51,6 +51,21 @@ def direct_search(params, tokens, mask, trie: DeviceTrie, item_tokens=None, *, m
         result = rerank_with_item_head(result, logits, item_tokens, item_head_weight)
         result = BeamResult(*(x[:, :top_k] for x in result))
     return result
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "beam_size", "cache_len"))
+def direct_candidates(params, tokens, mask, trie: DeviceTrie, item_tokens, *, model_cfg, beam_size: int,
+                      cache_len: int) -> tuple[BeamResult, jax.Array]:
+    """Direct mode's candidates before fusion: all beam_size items the beam finishes with, their
+    SID scores log P(item) [b, beam_size] (best first) and the next-item head's log q(item)
+    [b, beam_size] from the same prefill logits. `recommender.rank_candidates` fuses them for any
+    weight on the host, so one decoding pass serves a sweep of re-ranking weights
+    (config.eval.item_head_weights); with a single weight it gives direct_search's ranking."""
+    cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
+    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
+    result = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
+                                     trie, beam_size, beam_size)
+    return result, item_head_logq(result.items, logits, item_tokens)
 
 
 def direct_cache_len(prompt_width: int, trie: DeviceTrie) -> int:

@@ -29,6 +29,14 @@ class Ranked:
 
 
 @dataclasses.dataclass
+class Candidates:
+    """Direct mode's beam before re-ranking (`decoder.direct_candidates`)."""
+    items: np.ndarray       # [n_users, beam] item indices by SID score, best first; -1 = empty slot
+    sid_scores: np.ndarray  # [n_users, beam] log P(item | prompt) through the SID tokens
+    head_logq: np.ndarray   # [n_users, beam] log q(item | prompt) of the next-item head
+
+
+@dataclasses.dataclass
 class ReasoningRanked(Ranked):
     sample_items: np.ndarray    # [n_users, S, K] each reasoning chain's own beam
     sample_scores: np.ndarray   # [n_users, S, K]
@@ -60,19 +68,32 @@ def check_sid_softmax(config, model_meta: dict, model_dir: str) -> None:
                          f"config.model.sid_softmax={config.model.sid_softmax!r}; pass "
                          f"--config.model.sid_softmax={trained}")
     head = float(model_meta.get("next_item_weight", 0.0))
-    if float(config.eval.item_head_weight) > 0 and head <= 0:
-        raise ValueError(f"{model_dir}: config.eval.item_head_weight={config.eval.item_head_weight} re-ranks with "
-                         f"the next-item head, but this model was trained without it (meta.json "
-                         f"next_item_weight={head}); pass --config.eval.item_head_weight=0")
+    if uses_item_head(config) and head <= 0:
+        raise ValueError(f"{model_dir}: {_head_fields(config)} re-ranks with the next-item head, but this "
+                         f"model was trained without it (meta.json next_item_weight={head}); pass "
+                         f"--config.eval.item_head_weight=0 \"--config.eval.item_head_weights=()\"")
 
 
-def item_head_tokens(tokenizer, semantic_ids, config, mesh) -> jax.Array | None:
-    """[n_items] each item's item-unique last SID token id (replicated), or None when
-    config.eval.item_head_weight is 0."""
-    if float(config.eval.item_head_weight) <= 0:
+def uses_item_head(config) -> bool:
+    """Whether Direct mode re-ranks with the next-item head: a fixed weight, or a sweep on
+    validation (config.eval.item_head_weights) with some weight above 0."""
+    ev = config.eval
+    return float(ev.item_head_weight) > 0 or any(float(w) > 0 for w in ev.item_head_weights)
+
+
+def _head_fields(config) -> str:
+    ev = config.eval
+    return (f"config.eval.item_head_weights={tuple(ev.item_head_weights)}" if ev.item_head_weights
+            else f"config.eval.item_head_weight={ev.item_head_weight}")
+
+
+def item_head_tokens(tokenizer, semantic_ids, config, mesh, *, force: bool = False) -> jax.Array | None:
+    """[n_items] each item's item-unique last SID token id (replicated), or None when Direct mode
+    does not use the next-item head (`uses_item_head`) and `force` is off."""
+    if not (force or uses_item_head(config)):
         return None
     from gream_jax.index.sid import require_item_unique_last_level
-    require_item_unique_last_level(semantic_ids, f"config.eval.item_head_weight={config.eval.item_head_weight}")
+    require_item_unique_last_level(semantic_ids, _head_fields(config))
     table = sid_token_table(tokenizer, semantic_ids)
     tokens = table[-1][np.asarray(semantic_ids.codes)[:, -1]].astype(np.int32)
     return jax.device_put(tokens, mesh_lib.replicated(mesh))
@@ -109,9 +130,9 @@ def _place(mesh, model_cfg, *arrays):
     return [jax.device_put(a, sharding) for a in arrays]
 
 
-def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
-                     *, name: str = "direct") -> Ranked:
-    """Top-K items (config.eval.top_k, beam config.eval.beam_size) for each history."""
+def _direct_batches(program, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh, name):
+    """Runs program(tokens, mask, device_trie, cache_len) -> tuple of [batch, ...] arrays over the
+    histories' Direct-mode prompts in fixed-shape batches; returns each output concatenated."""
     from gream_jax.tasks.prompts import direct_prompt_ids
     ev = config.eval
     dev = device_trie(trie, tokenizer, semantic_ids, mesh, renormalise(config))
@@ -119,22 +140,64 @@ def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories
     width = batching.prompt_width(prompts, ev.prompt_bucket)
     cache_len = decoder.direct_cache_len(width, dev)
     batch = batching.resolve_batch(ev, model_cfg, cache_len, ev.beam_size, mesh, n_users=len(prompts))
-    head_tokens = item_head_tokens(tokenizer, semantic_ids, config, mesh)
-    items, scores = [], []
+    parts = []
     progress = Progress(name, total=len(prompts), unit="users")
     for lo, hi in batching.batches(len(prompts), batch):
         tokens, mask = batching.left_pad(prompts[lo:hi], width, batch, int(tokenizer.pad_id))
         tokens, mask = _place(mesh, model_cfg, tokens, mask)
         with jax.set_mesh(mesh):
-            res = decoder.direct_search(params, tokens, mask, dev, head_tokens, model_cfg=model_cfg,
-                                        beam_size=int(ev.beam_size), top_k=int(ev.top_k),
-                                        cache_len=cache_len,
-                                        item_head_weight=float(ev.item_head_weight))
-        items.append(np.asarray(res.items)[:hi - lo])
-        scores.append(np.asarray(res.scores)[:hi - lo])
+            out = program(tokens, mask, dev, cache_len)
+        parts.append([np.asarray(a)[:hi - lo] for a in out])
         progress.update(hi - lo)
     progress.close()
-    return Ranked(items=np.concatenate(items), scores=np.concatenate(scores))
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
+def recommend_direct(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
+                     *, name: str = "direct") -> Ranked:
+    """Top-K items (config.eval.top_k, beam config.eval.beam_size) for each history, re-ranked
+    with the next-item head at config.eval.item_head_weight when that is > 0."""
+    ev = config.eval
+    weight = float(ev.item_head_weight)
+    head_tokens = item_head_tokens(tokenizer, semantic_ids, config, mesh) if weight > 0 else None
+
+    def program(tokens, mask, dev, cache_len):
+        res = decoder.direct_search(params, tokens, mask, dev, head_tokens, model_cfg=model_cfg,
+                                    beam_size=int(ev.beam_size), top_k=int(ev.top_k), cache_len=cache_len,
+                                    item_head_weight=weight)
+        return res.items, res.scores
+
+    items, scores = _direct_batches(program, model_cfg, tokenizer, semantic_ids, trie, histories, config,
+                                    mesh, name)
+    return Ranked(items=items, scores=scores)
+
+
+def direct_candidates(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,
+                      *, name: str = "direct") -> Candidates:
+    """All config.eval.beam_size items of Direct mode's beam per history, with their SID scores
+    and the next-item head's log q, unfused: `rank_candidates` orders them for any weight."""
+    ev = config.eval
+    head_tokens = item_head_tokens(tokenizer, semantic_ids, config, mesh, force=True)
+
+    def program(tokens, mask, dev, cache_len):
+        res, logq = decoder.direct_candidates(params, tokens, mask, dev, head_tokens, model_cfg=model_cfg,
+                                              beam_size=int(ev.beam_size), cache_len=cache_len)
+        return res.items, res.scores, logq
+
+    items, sid_scores, logq = _direct_batches(program, model_cfg, tokenizer, semantic_ids, trie, histories,
+                                              config, mesh, name)
+    return Candidates(items=items, sid_scores=sid_scores, head_logq=logq)
+
+
+def rank_candidates(candidates: Candidates, weight: float, top_k: int) -> Ranked:
+    """The best top_k candidates by log P(item) + weight * log q(item) (weight 0: the SID score
+    alone), ties kept in beam order: the host-side twin of `beam.rerank_with_item_head`."""
+    ok = candidates.items >= 0
+    fused = np.where(ok, candidates.sid_scores.astype(np.float32)
+                     + np.float32(weight) * candidates.head_logq.astype(np.float32), np.float32(NEG_INF))
+    order = np.argsort(-fused, axis=-1, kind="stable")[:, :top_k]
+    return Ranked(items=np.take_along_axis(candidates.items, order, axis=-1),
+                  scores=np.take_along_axis(fused, order, axis=-1))
 
 
 def merge_samples(sample_items: np.ndarray, sample_scores: np.ndarray, top_k: int):

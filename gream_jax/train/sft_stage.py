@@ -144,10 +144,12 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
             raise ValueError(f"config.train.{field}={tr[field]} exceeds the model's maximum length "
                              f"(max_position_embeddings={max_pos}); lower it (longer examples are "
                              f"truncated from the left and counted in the SFT summary)")
-    if float(config.eval.item_head_weight) > 0 and float(tr.next_item_weight) <= 0:
-        raise ValueError(f"config.eval.item_head_weight={config.eval.item_head_weight}: validation would re-rank with "
+    from gream_jax.infer.recommender import uses_item_head
+    if uses_item_head(config) and float(tr.next_item_weight) <= 0:
+        raise ValueError(f"config.eval.item_head_weight={config.eval.item_head_weight}, item_head_weights="
+                         f"{tuple(config.eval.item_head_weights)}: validation and the eval stage would re-rank with "
                          f"a next-item head this run does not train; set config.train.next_item_weight > 0 or "
-                         f"config.eval.item_head_weight=0")
+                         f"turn the re-ranking off (item_head_weight=0, item_head_weights=())")
     streams = make_streams(config, split, sids, inputs.items, tokenizer)
     streams.alignment.batch(0)  # builds epoch 0 now: bad input fails before any compile
     if streams.reasoning is not None:
