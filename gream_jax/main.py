@@ -25,6 +25,7 @@ STAGE_FUNCTIONS = {
     "sft": "gream_jax.train.sft_stage:run_sft",
     "rl": "gream_jax.train.srpo_stage:run_rl",
     "eval": "gream_jax.eval.stage:run_eval",
+    "export": "gream_jax.train.sft_export:run_export",   # a saved SFT update -> a model directory
 }
 PIPELINE = ("prepare", "index", "sft", "rl", "eval")
 

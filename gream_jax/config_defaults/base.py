@@ -6,7 +6,7 @@ import importlib
 
 import ml_collections
 
-STAGES = ("prepare", "index", "sft", "rl", "eval", "all")
+STAGES = ("prepare", "index", "sft", "rl", "eval", "export", "all")
 # section name -> module under gream_jax.config_defaults providing defaults()/validate().
 SECTIONS = {
     "mesh": "mesh",

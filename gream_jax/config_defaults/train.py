@@ -57,6 +57,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.checkpoint_every = 200      # orbax checkpoint of the full state (resume)
     c.keep_checkpoints = 2
+    # --config.stage=export (gream_jax/train/sft_export.py): the saved SFT update to export as a model
+    # directory (one of the kept checkpoints or the best one) and where ("" = WORKDIR/sft/step_<N>).
+    c.export_step = -1
+    c.export_dir = ""
     c.async_checkpoints = True
     c.eval_every = 250            # validation on the VALID split (0 = only at the end)
     c.eval_users = 0              # 0 = all validation users; >0 = a fixed, seeded subset
@@ -72,6 +76,10 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(config) -> None:
     from gream_jax.config_defaults.base import ConfigError
     t = config.train
+    if config.stage == "export" and int(t.export_step) < 0:
+        raise ConfigError(f"config.train.export_step={t.export_step}: --config.stage=export needs the SFT update "
+                          "to export (>= 0; the kept ones are the directory names under WORKDIR/sft/checkpoints "
+                          "and WORKDIR/sft/best)")
     for name in ("steps", "batch_size", "grad_accum", "seq_len", "reasoning_seq_len", "reasoning_batch_size",
                  "log_every", "keep_checkpoints"):
         if int(t[name]) < 1:

@@ -123,13 +123,27 @@ def run_sft(config, workdir: str) -> dict:
     inputs = load_inputs(config, workdir)
     summary, _, best_state, best_meta = train(config, stage_dir, inputs)
     _export(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
-            {"stage": "sft", "step": best_meta["step"], "valid": summary["valid"],
-             "sid_softmax": str(config.model.sid_softmax),
-             "next_item_weight": float(config.train.next_item_weight)})
+            export_meta(config, best_meta["step"], summary["valid"]))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(os.path.join(stage_dir, "summary.json"), summary)
     logging.info("[sft] done: %s", summary)
     return summary
+
+
+def initial_state(config, params, mesh):
+    """(optimizer, the SFT train state before update 1): what `train` starts from and the layout
+    every SFT checkpoint is restored into (`sft_export`), the EMA copy included when configured."""
+    optimizer = sft.make_optimizer(config.train)
+    state = sft.init_state(params, optimizer, int(config.seed), mesh)
+    if float(config.train.ema_decay) > 0:
+        state = ema_lib.add_ema(state)
+    return optimizer, state
+
+
+def export_meta(config, step: int, valid: dict) -> dict:
+    """meta.json of an exported SFT model: what the eval and rl stages check against the config."""
+    return {"stage": "sft", "step": int(step), "valid": valid, "sid_softmax": str(config.model.sid_softmax),
+            "next_item_weight": float(config.train.next_item_weight)}
 
 
 def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True):
@@ -161,12 +175,12 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
     eval_users = _eval_users(config, split, int(tr.eval_users))
     final_users = _eval_users(config, split, int(tr.final_eval_users))
 
-    optimizer, schedule = sft.make_optimizer(tr), sft.learning_rate_schedule(tr)
+    optimizer, state = initial_state(config, params, mesh)
+    schedule = sft.learning_rate_schedule(tr)
     dropout_rate = float(tr.dropout_rate)
     apply_fn = lambda p, tok, mask, pos, seg, return_hidden=False, dropout_rng=None: api.forward(
         p, model_cfg, tok, mask, pos, seg, return_hidden=return_hidden,
         dropout_rate=dropout_rate if dropout_rng is not None else 0.0, dropout_rng=dropout_rng)
-    state = sft.init_state(params, optimizer, int(config.seed), mesh)
     del params
     step_core = sft.make_train_step(apply_fn, optimizer, schedule, tr.compute_dtype,
                                     trie_loss=_trie_loss(config, model_cfg, tokenizer, sids, mesh),
@@ -176,7 +190,6 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
                                     dropout=dropout_rate > 0,
                                     repeat_unlikelihood=float(tr.repeat_unlikelihood))
     if float(tr.ema_decay) > 0:
-        state = ema_lib.add_ema(state)
         step_core = ema_lib.with_ema(step_core, float(tr.ema_decay))
     step_fn = sft.jit_train_step(step_core, state, mesh, rules)
     ckpt = Checkpointer(stage_dir, int(tr.keep_checkpoints), bool(tr.async_checkpoints))
