@@ -76,7 +76,7 @@ def defaults() -> ml_collections.ConfigDict:
 def validate(config) -> None:
     from gream_jax.config_defaults.base import ConfigError
     t = config.train
-    if config.stage == "export" and int(t.export_step) < 0:
+    if getattr(config, "stage", None) == "export" and int(t.export_step) < 0:
         raise ConfigError(f"config.train.export_step={t.export_step}: --config.stage=export needs the SFT update "
                           "to export (>= 0; the kept ones are the directory names under WORKDIR/sft/checkpoints "
                           "and WORKDIR/sft/best)")
