@@ -66,7 +66,9 @@ class SummaryWriter:
         if self._writer is None:
             return
         for k, v in values.items():
-            self._writer.add_scalar(k, float(v), int(step))
+            # TensorBoard tags allow [A-Za-z0-9_./-]: "valid/recall@10" is written as "valid/recall_10"
+            # (what tensorboardX would do itself, with a warning per call).
+            self._writer.add_scalar(k.replace("@", "_"), float(v), int(step))
 
     def flush(self) -> None:
         if self._writer is not None:
