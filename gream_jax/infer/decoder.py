@@ -34,6 +34,15 @@ def _step_fn(model_cfg):
     return lambda params, tokens, cache: api.decode_step(params, model_cfg, tokens, cache)
 
 
+def _prefill_and_beam(params, tokens, mask, trie, model_cfg, beam_size: int, keep: int, cache_len: int):
+    """(the trie-constrained beam's best `keep` items, the prefill logits [b, V] that start it)."""
+    cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
+    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
+    result = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
+                                     trie, beam_size, keep)
+    return result, logits
+
+
 @functools.partial(jax.jit, static_argnames=("model_cfg", "beam_size", "top_k", "cache_len", "item_head_weight"))
 def direct_search(params, tokens, mask, trie: DeviceTrie, item_tokens=None, *, model_cfg, beam_size: int,
                   top_k: int, cache_len: int, item_head_weight: float = 0.0) -> BeamResult:
@@ -42,11 +51,8 @@ def direct_search(params, tokens, mask, trie: DeviceTrie, item_tokens=None, *, m
     item_head_weight > 0 (with item_tokens [n_items], each item's last SID token id): all
     beam_size items the beam finishes with are re-ranked by `beam.rerank_with_item_head` and the
     best top_k kept, so a wider beam gives the head more candidates."""
-    cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
-    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
     keep = beam_size if item_head_weight > 0 else top_k
-    result = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
-                                     trie, beam_size, keep)
+    result, logits = _prefill_and_beam(params, tokens, mask, trie, model_cfg, beam_size, keep, cache_len)
     if item_head_weight > 0:
         result = rerank_with_item_head(result, logits, item_tokens, item_head_weight)
         result = BeamResult(*(x[:, :top_k] for x in result))
@@ -61,10 +67,7 @@ def direct_candidates(params, tokens, mask, trie: DeviceTrie, item_tokens, *, mo
     [b, beam_size] from the same prefill logits. `recommender.rank_candidates` fuses them for any
     weight on the host, so one decoding pass serves a sweep of re-ranking weights
     (config.eval.item_head_weights); with a single weight it gives direct_search's ranking."""
-    cache = api.init_cache(model_cfg, tokens.shape[0], cache_len)
-    logits, cache = api.prefill(params, model_cfg, tokens, mask, cache)
-    result = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache,
-                                     trie, beam_size, beam_size)
+    result, logits = _prefill_and_beam(params, tokens, mask, trie, model_cfg, beam_size, beam_size, cache_len)
     return result, item_head_logq(result.items, logits, item_tokens)
 
 

@@ -76,13 +76,13 @@ def restore_update(config, stage_dir: str, inputs, step: int):
 
 
 def run_export(config, workdir: str) -> dict:
-    from gream_jax.train.sft_stage import _export, export_meta, load_inputs
+    from gream_jax.train.sft_stage import export_meta, export_model, load_inputs
     stage_dir = os.path.join(workdir, "sft")
     step = int(config.train.export_step)
     inputs = load_inputs(config, workdir)
     params, _ = restore_update(config, stage_dir, inputs, step)
     out = config.train.export_dir or os.path.join(stage_dir, f"step_{step}")
     valid = _valid_figures(stage_dir, step)
-    _export(out, params, inputs.model_cfg, inputs.tokenizer, export_meta(config, step, valid))
+    export_model(out, params, inputs.model_cfg, inputs.tokenizer, export_meta(config, step, valid))
     logging.info("[export] SFT update %d -> %s (validation logged then: %s)", step, out, valid or "none")
     return {"step": step, "model": out, "valid": valid}

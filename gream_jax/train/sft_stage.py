@@ -103,7 +103,7 @@ def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     return trie, outer, levels, next_item
 
 
-def _export(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
+def export_model(directory: str, params, model_cfg, tokenizer, meta: dict) -> None:
     """save_model into a temporary sibling, then rename: `final/` is always complete or absent."""
     from gream_jax.model.store import save_model
     tmp = directory + ".tmp"
@@ -122,7 +122,7 @@ def run_sft(config, workdir: str) -> dict:
     stage_dir = os.path.join(workdir, "sft")
     inputs = load_inputs(config, workdir)
     summary, _, best_state, best_meta = train(config, stage_dir, inputs)
-    _export(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
+    export_model(os.path.join(stage_dir, "final"), ema_lib.eval_params(best_state), inputs.model_cfg, inputs.tokenizer,
             export_meta(config, best_meta["step"], summary["valid"]))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     write_json(os.path.join(stage_dir, "summary.json"), summary)

@@ -227,7 +227,7 @@ def load_inputs(config, workdir):
 
 def run_rl(config, workdir: str) -> dict:
     from gream_jax.train.checkpoint import Checkpointer
-    from gream_jax.train.sft_stage import _export
+    from gream_jax.train.sft_stage import export_model
     from gream_jax.train.sft_validation import DirectValidator
     t_start = time.perf_counter()
     rl = config.rl
@@ -320,7 +320,7 @@ def run_rl(config, workdir: str) -> dict:
                "best_step": int(best_meta["step"]), "sft_selected": int(best_meta["step"]) == 0,
                "select_metric": metric, "valid": valid, "test": test,
                "sft_valid_subset": sft_valid}
-    _export(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
+    export_model(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
             {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid,
              "sid_softmax": str(config.model.sid_softmax),
              # RL leaves the SFT model's next-item head in place: carry its training weight on.
