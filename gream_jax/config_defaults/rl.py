@@ -10,6 +10,7 @@ freely (the release).
 import ml_collections
 
 MODES = ("direct", "reasoning")
+ROLLOUTS = ("sample", "beam")
 CREDIT_ASSIGNMENTS = ("sequence", "level")
 SELECT_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
@@ -27,6 +28,15 @@ def defaults() -> ml_collections.ConfigDict:
     c.ppo_epochs = 1                # passes over each batch (inner epochs)
     c.micro_batch_sequences = 80    # sequences per forward/backward (gradient accumulation inside)
     c.rollout_chunk_prompts = 32    # prompts decoded together (x group_size rows)
+    # Direct-mode rollouts: "sample" draws G SIDs through the trie at `temperature`; "beam" takes
+    # the G best items of the constrained beam (width `beam_size`, 0 = config.eval.beam_size),
+    # re-ranked by the next-item head at config.eval.item_head_weight as the eval ranks them
+    # (gream_jax/train/srpo_beam.py: the hard negatives that sit above the target).
+    c.rollout = "sample"
+    c.beam_size = 0
+    # Beam rollouts: a wrong item at rank g loses rank_penalty / log2(g + 2) of its reward
+    # (rewards.rank_penalised); 0 = off.
+    c.rank_penalty = 0.0
     # Sampling
     c.temperature = 1.0
     c.top_p = 1.0
@@ -82,7 +92,7 @@ def validate(config) -> None:
         raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
     if not r.select_min_gain >= 0.0:
         raise ConfigError(f"config.rl.select_min_gain={r.select_min_gain}: must be >= 0")
-    for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS),
+    for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS), ("rollout", ROLLOUTS),
                          ("credit_assignment", CREDIT_ASSIGNMENTS)):
         if r[field] not in known:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
@@ -92,7 +102,7 @@ def validate(config) -> None:
         if not isinstance(r[field], int) or r[field] < 1:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a positive int")
     for field in ("max_resample_rounds", "warmup_steps", "eval_every", "checkpoint_every",
-                  "eval_users", "reward_levels"):
+                  "eval_users", "reward_levels", "beam_size"):
         if not isinstance(r[field], int) or r[field] < 0:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a non-negative int")
     if r.group_size < 2:
@@ -122,5 +132,16 @@ def validate(config) -> None:
     if r.credit_assignment == "level" and r.mode != "direct":
         raise ConfigError(f"config.rl.credit_assignment='level' needs config.rl.mode='direct' (got "
                           f"{r.mode!r}): only a Direct-mode response is exactly the SID's tokens")
+    if r.rollout == "beam" and r.mode != "direct":
+        raise ConfigError(f"config.rl.rollout='beam' needs config.rl.mode='direct' (got {r.mode!r}): the beam "
+                          "is Direct mode's decoder")
+    if r.rollout == "beam" and 0 < r.beam_size < r.group_size:
+        raise ConfigError(f"config.rl.beam_size={r.beam_size}: must be >= config.rl.group_size={r.group_size} "
+                          "(the group is the beam's best G items)")
+    if not r.rank_penalty >= 0:
+        raise ConfigError(f"config.rl.rank_penalty={r.rank_penalty}: must be >= 0")
+    if r.rank_penalty > 0 and r.rollout != "beam":
+        raise ConfigError(f"config.rl.rank_penalty={r.rank_penalty} needs config.rl.rollout='beam': sampled "
+                          "rollouts have no rank")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")

@@ -99,6 +99,20 @@ def penalise_repeats(rewards: jax.Array, is_repeat: jax.Array, value: float) -> 
     return jnp.where(is_repeat, jnp.float32(value), rewards).astype(jnp.float32)
 
 
+def rank_penalised(rewards: jax.Array, hits: jax.Array, weight: float) -> jax.Array:
+    """Beam-ordered groups (`config.rl.rollout="beam"`, answer g is the list's item at rank g):
+    every answer that is not the exact item loses `weight / log2(g + 2)`, the share of NDCG its
+    slot would give the target: `[P, G]` float32.
+
+    Why: a binary or prefix reward treats a wrong item at rank 1 like one at rank 10, but the
+    first pushes the target further down the list the eval scores. The discount ranks the
+    negatives by how much they cost (ReRe / MiniOneRec's ranking reward, with NDCG's discount).
+    """
+    g = rewards.shape[-1]
+    discount = 1.0 / jnp.log2(jnp.arange(g, dtype=jnp.float32) + 2.0)                  # [G]
+    return jnp.where(hits, rewards, rewards - weight * discount).astype(jnp.float32)
+
+
 REWARDS: dict[str, Callable] = {"residual": residual_reward, "exact": exact_reward}
 
 

@@ -91,9 +91,21 @@ class SrpoTrainer:
         self.shardings = jax.tree.map(lambda x: x.sharding, params)
         self.params = params
         self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
-        self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
-                                    mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
-                                    rewards_lib.get_reward(self.objective.reward), reward_table(config, sids))
+        reward_fn, credits = rewards_lib.get_reward(self.objective.reward), reward_table(config, sids)
+        if rl.rollout == "beam":
+            from gream_jax.infer.recommender import item_head_tokens
+            from gream_jax.train.srpo_beam import BeamRolloutRunner
+            head_weight = float(config.eval.item_head_weight)
+            self.runner = BeamRolloutRunner(
+                model_cfg, trie, table, sids, mesh, rules, int(rl.group_size),
+                int(rl.beam_size) or max(int(config.eval.beam_size), int(rl.group_size)),
+                int(rl.rollout_chunk_prompts), reward_fn, credits, int(tokenizer.pad_id),
+                item_head_tokens(tokenizer, sids, config, mesh, force=True) if head_weight > 0 else None,
+                head_weight)
+        else:
+            self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
+                                        mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
+                                        reward_fn, credits)
         prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
         self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
         self.pool = PromptPool(split.train, int(config.seed))
@@ -125,6 +137,9 @@ class SrpoTrainer:
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
         out["target_codes"] = targets
+        if self.rl.rank_penalty > 0:
+            out["rewards"] = np.asarray(rewards_lib.rank_penalised(
+                jnp.asarray(out["rewards"]), jnp.asarray(out["hits"]), float(self.rl.rank_penalty)))
         is_repeat = self._repeats(out["codes"], [h for h, _ in hist_targets])
         if self.rl.penalise_repeats:
             out["rewards"] = np.asarray(rewards_lib.penalise_repeats(
