@@ -85,3 +85,35 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if "reward_mean" in line]
     assert steps == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch):
+    """`config.rl.rollout="beam"`: each group is the Direct decoder's G best items (distinct, so
+    every rollout is well formed), and with the rank penalty every group has reward variance."""
+    from gream_jax.train.srpo_stage import run_rl
+    workdir = str(tmp_path)
+    config = base_config()
+    config.data.max_history = 4
+    config.tasks.direct_prompt = "dense"
+    config.train.eval_beam, config.train.eval_topk, config.train.eval_batch = 4, 4, 16
+    rl = config.rl
+    rl.mode, rl.rollout, rl.rank_penalty, rl.group_size, rl.beam_size = "direct", "beam", 0.5, 4, 6
+    rl.batch_prompts, rl.mini_batch_prompts, rl.micro_batch_sequences, rl.rollout_chunk_prompts = 4, 4, 8, 4
+    rl.steps, rl.ppo_epochs, rl.eval_every, rl.checkpoint_every = 2, 1, 1, 1
+    rl.learning_rate, rl.warmup_steps = 5e-3, 0
+    validate_config(config)
+    _write_workdir(workdir, monkeypatch, config)
+    summary = run_rl(config, workdir)
+    assert summary["steps"] == 2
+    with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    train_rows = [r for r in rows if "reward_mean" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    for r in train_rows:
+        assert r["well_formed_rate"] == 1.0 and r["zero_variance_share"] == 0.0
+        assert r["updates"] == 1 and r["kl"] >= 0
+    # 12 items, groups of 4: most answers are wrong and pay the rank penalty, so the mean is < the
+    # residual credit alone could give (>= 0); a wrong answer at rank 1 alone costs 0.5.
+    assert min(r["reward_mean"] for r in train_rows) < 0.2
+    assert [r["step"] for r in rows if "valid/ndcg@10" in r] == [0, 1, 2]
