@@ -114,6 +114,15 @@ def test_prompt_pool_uses_training_parts_only_and_resumes():
     assert target == 7
 
 
+def test_prompt_pool_last_positions_keeps_each_users_latest_targets():
+    train = [np.array([5, 6, 7, 9]), np.array([8]), np.array([1, 2])]
+    pool = srpo_batch.PromptPool(train, seed=0, last_positions=2)
+    assert {tuple(p) for p in pool.pairs} == {(0, 2), (0, 3), (2, 1)}   # never position 0 (no history)
+    pool1 = srpo_batch.PromptPool(train, seed=0, last_positions=1)
+    assert {tuple(p) for p in pool1.pairs} == {(0, 3), (2, 1)}
+    assert len(srpo_batch.PromptPool(train, seed=0, last_positions=0)) == 4
+
+
 def test_collect_groups_drops_zero_variance_and_refills():
     calls = []
     rng = np.random.default_rng(0)

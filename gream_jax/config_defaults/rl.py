@@ -22,6 +22,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.mode = "reasoning"            # rollouts as in GREAM (reasoning) or the SID alone (direct)
     c.init_from = "sft/final"       # relative to the workdir; also the frozen reference model
     c.steps = 150
+    # Prompts: every (history -> next item) of the training parts (0), or only each user's last
+    # `prompt_positions` training targets, the transitions nearest the held-out ones.
+    c.prompt_positions = 0
     c.group_size = 10               # G rollouts per prompt
     c.batch_prompts = 256           # prompts kept per step (after dynamic sampling)
     c.mini_batch_prompts = 64       # prompts per optimiser update
@@ -102,7 +105,7 @@ def validate(config) -> None:
         if not isinstance(r[field], int) or r[field] < 1:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a positive int")
     for field in ("max_resample_rounds", "warmup_steps", "eval_every", "checkpoint_every",
-                  "eval_users", "reward_levels", "beam_size"):
+                  "eval_users", "reward_levels", "beam_size", "prompt_positions"):
         if not isinstance(r[field], int) or r[field] < 0:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a non-negative int")
     if r.group_size < 2:

@@ -24,8 +24,11 @@ from gream_jax.infer.batching import left_pad
 class PromptPool:
     """(user, position) pairs of the training parts, drawn in a seeded, reshuffled-per-epoch order."""
 
-    def __init__(self, train_sequences, seed: int):
-        pairs = [(u, i) for u, seq in enumerate(train_sequences) for i in range(1, len(seq))]
+    def __init__(self, train_sequences, seed: int, last_positions: int = 0):
+        """last_positions > 0 (`config.rl.prompt_positions`): only each user's last that many
+        training targets (the transitions closest in time to the held-out ones); 0 = all."""
+        first = lambda n: 1 if last_positions <= 0 else max(1, n - int(last_positions))   # noqa: E731
+        pairs = [(u, i) for u, seq in enumerate(train_sequences) for i in range(first(len(seq)), len(seq))]
         if not pairs:
             raise ValueError("SRPO prompt pool is empty: no user has two or more training items")
         self.pairs = np.asarray(pairs, np.int64)            # [n, 2]

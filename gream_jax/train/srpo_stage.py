@@ -108,7 +108,7 @@ class SrpoTrainer:
                                         reward_fn, credits)
         prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
         self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
-        self.pool = PromptPool(split.train, int(config.seed))
+        self.pool = PromptPool(split.train, int(config.seed), int(rl.prompt_positions))
         opt = srpo.OptimizerConfig.from_config(rl)
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
