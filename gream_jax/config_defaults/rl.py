@@ -40,6 +40,11 @@ def defaults() -> ml_collections.ConfigDict:
     # Beam rollouts: a wrong item at rank g loses rank_penalty / log2(g + 2) of its reward
     # (rewards.rank_penalised); 0 = off.
     c.rank_penalty = 0.0
+    # Direct mode with a next-item head (config.eval.item_head_weight > 0): the policy whose ratio
+    # and KL the update takes is the fused score Direct mode ranks with, log P(SID) + w log q(item)
+    # (srpo.response_logprobs); False (GREAM) = the SID tokens alone, leaving the head, which
+    # orders the list, with no objective while RL moves the shared trunk.
+    c.policy_item_head = False
     # Sampling
     c.temperature = 1.0
     c.top_p = 1.0
@@ -146,5 +151,9 @@ def validate(config) -> None:
     if r.rank_penalty > 0 and r.rollout != "beam":
         raise ConfigError(f"config.rl.rank_penalty={r.rank_penalty} needs config.rl.rollout='beam': sampled "
                           "rollouts have no rank")
+    if r.policy_item_head and (r.mode != "direct" or not config.eval.item_head_weight > 0):
+        raise ConfigError(f"config.rl.policy_item_head=True needs config.rl.mode='direct' (got {r.mode!r}) and "
+                          f"config.eval.item_head_weight > 0 (got {config.eval.item_head_weight}): it puts "
+                          "Direct mode's re-ranking term into the policy")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")

@@ -67,18 +67,31 @@ def lm_head(params, model_cfg, hidden):
                       preferred_element_type=jnp.float32)
 
 
-def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: int, trie=None):
+def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: int, trie=None, head=None,
+                      head_weight: float = 0.0):
     """Log-probability and entropy of each response token: `[b, S]` -> (`[b, R]`, `[b, R]`).
 
     The logit at position t scores token t + 1, so the response's R tokens are scored by the
     hidden states at positions S - R - 1 .. S - 2. With a `trie` (a trie-softmax model,
     `DeviceTrie.renormalise`) the distribution is that model's own (`trie_softmax.mask_logits`
     at each position's SID-trie state), the one its rollouts were drawn from.
+
+    head (`config.rl.policy_item_head`): dict(item_tokens [n_items], item_of_token [V]) of the
+    next-item head. The response token that names an item (its item-unique last SID token) then
+    scores `log p(token | prefix) + head_weight * log q(item | prompt)`, q being the head's softmax
+    over every item at the prompt's end (`beam.item_head_logq`): the policy is the fused score
+    Direct mode ranks with, so the update and the KL term reach the head too.
     """
     hidden = model_api.forward(params, model_cfg, tokens, attention_mask,
                                positions_from_mask(attention_mask), return_hidden=True)
     s = tokens.shape[1]
     logits = lm_head(params, model_cfg, hidden[:, s - response_len - 1:s - 1])
+    head_logq = None
+    if head is not None and head_weight > 0:
+        item_logits = jnp.take(logits[:, 0].astype(jnp.float32), head["item_tokens"], axis=-1)  # [b, n_items]
+        item = head["item_of_token"][tokens[:, s - response_len:]]                              # [b, R]
+        logq = jnp.take_along_axis(jax.nn.log_softmax(item_logits, -1), jnp.maximum(item, 0), axis=-1)
+        head_logq = jnp.where(item >= 0, head_weight * logq, 0.0)
     if trie is not None:
         states = trie_softmax.token_states(trie, tokens)[:, s - response_len - 1:s - 1]
         logits = trie_softmax.mask_logits(trie, logits, states)
@@ -86,6 +99,8 @@ def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: i
     targets = tokens[:, s - response_len:]
     logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
     entropy = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+    if head_logq is not None:
+        logp = logp + head_logq
     return logp, entropy
 
 
@@ -159,37 +174,53 @@ def init_optimizer_state(model_cfg, opt: OptimizerConfig, params, mesh, rules):
     return jax.jit(make_optimizer(opt).init, out_shardings=shardings)(params)
 
 
+def _split_extra(extra, renormalise: bool, head_weight: float):
+    """The optional trailing arguments of the jitted functions: (trie or None, head or None)."""
+    extra = list(extra)
+    trie = extra.pop(0) if renormalise else None
+    head = extra.pop(0) if head_weight > 0 else None
+    return trie, head
+
+
+def _extra_shardings(mesh, renormalise: bool, head_weight: float) -> tuple:
+    return (mesh_lib.replicated(mesh),) * (int(renormalise) + int(head_weight > 0))
+
+
 @functools.lru_cache(maxsize=16)
-def make_logprob_fn(model_cfg, mesh, rules, response_len: int, renormalise: bool = False):
+def make_logprob_fn(model_cfg, mesh, rules, response_len: int, renormalise: bool = False,
+                    head_weight: float = 0.0):
     """Jitted `(params, tokens, attention_mask) -> logp [n_micro, micro, R]`, scanned over micro-batches.
 
     One compiled forward serves the old policy and the frozen reference (same shapes, other
     params). Cached on its (hashable) arguments, so a resumed run in the same process reuses it.
-    renormalise (a trie-softmax model): the function takes the `DeviceTrie` as a fourth argument.
+    renormalise (a trie-softmax model): the function takes the `DeviceTrie` as a fourth argument;
+    head_weight > 0: then the next-item head's arrays (`response_logprobs`' `head`).
     """
     shard = batch_shardings(mesh, rules)
 
-    def run(params, tokens, attention_mask, trie=None):
+    def run(params, tokens, attention_mask, *extra):
+        trie, head = _split_extra(extra, renormalise, head_weight)
+
         def body(_, xs):
             t, m = xs
-            logp, _ = response_logprobs(params, model_cfg, t, m, response_len, trie)
+            logp, _ = response_logprobs(params, model_cfg, t, m, response_len, trie, head, head_weight)
             return None, logp
         _, out = jax.lax.scan(body, None, (tokens, attention_mask))
         return out
 
     param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
-    in_shardings = (param_shardings, shard["tokens"], shard["attention_mask"])
-    if renormalise:
-        in_shardings += (mesh_lib.replicated(mesh),)
+    in_shardings = ((param_shardings, shard["tokens"], shard["attention_mask"])
+                    + _extra_shardings(mesh, renormalise, head_weight))
     return jax.jit(run, in_shardings=in_shardings, out_shardings=shard["old_logp"])
 
 
 @functools.lru_cache(maxsize=16)
 def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, rules, response_len: int,
-                   renormalise: bool = False, token_advantages: bool = False):
+                   renormalise: bool = False, token_advantages: bool = False, head_weight: float = 0.0):
     """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimiser step
     (renormalise, a trie-softmax model: `(params, opt_state, batch, trie)`; token_advantages:
-    `batch["advantages"]` is `[n_micro, micro, R]`, one value per response token).
+    `batch["advantages"]` is `[n_micro, micro, R]`, one value per response token; head_weight > 0:
+    the next-item head's arrays follow, as for `make_logprob_fn`).
 
     Gradients are accumulated over the batch's micro-batches with `lax.scan`; the loss is the
     token mean over the whole mini-batch, so the micro-batch split does not change the update.
@@ -200,11 +231,13 @@ def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, 
     replicated = mesh_lib.replicated(mesh)
     param_shardings = model_api.param_shardings(model_cfg, mesh, rules)
     opt_shardings = optimizer_shardings(model_cfg, opt, mesh, rules)
-    def update(params, opt_state, batch, trie=None):
+    def update(params, opt_state, batch, *extra):
+        trie, head = _split_extra(extra, renormalise, head_weight)
         denom = jnp.maximum(jnp.sum(batch["response_mask"]), 1.0)
 
         def micro_loss(p, mb):
-            logp, entropy = response_logprobs(p, model_cfg, mb["tokens"], mb["attention_mask"], response_len, trie)
+            logp, entropy = response_logprobs(p, model_cfg, mb["tokens"], mb["attention_mask"], response_len, trie,
+                                              head, head_weight)
             per_token, clipped, kl = token_loss(logp, mb["old_logp"], mb["ref_logp"], mb["advantages"], loss_cfg)
             mask = mb["response_mask"]
             sums = {"loss": jnp.sum(per_token * mask), "clip_frac": jnp.sum(clipped * mask),
@@ -227,6 +260,6 @@ def make_update_fn(model_cfg, opt: OptimizerConfig, loss_cfg: LossConfig, mesh, 
         metrics["tokens"] = denom
         return params, opt_state, metrics
 
-    in_shardings = (param_shardings, opt_shardings, shard) + ((replicated,) if renormalise else ())
+    in_shardings = (param_shardings, opt_shardings, shard) + _extra_shardings(mesh, renormalise, head_weight)
     return jax.jit(update, in_shardings=in_shardings,
                    out_shardings=(param_shardings, opt_shardings, replicated), donate_argnums=(0, 1))

@@ -86,8 +86,10 @@ class SrpoTrainer:
         from gream_jax.infer.recommender import renormalise
         renorm = renormalise(config)
         trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh), renorm)
-        # A trie-softmax model's log-probabilities need the trie (an extra argument); else none.
-        self.trie_args = (trie,) if renorm else ()
+        # Extra arguments of the jitted log-prob / update functions: a trie-softmax model's trie,
+        # then (config.rl.policy_item_head) the next-item head's item tables.
+        self.head_weight = float(config.eval.item_head_weight) if rl.policy_item_head else 0.0
+        self.extra_args = ((trie,) if renorm else ()) + ((self._head_tables(),) if self.head_weight > 0 else ())
         self.shardings = jax.tree.map(lambda x: x.sharding, params)
         self.params = params
         self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
@@ -112,18 +114,27 @@ class SrpoTrainer:
         opt = srpo.OptimizerConfig.from_config(rl)
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
-        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm)
+        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm, self.head_weight)
         self.token_credit = rl.credit_assignment == "level"
         # Partial credit of l leading codes, for the per-token reward-to-go (zeros: exact reward).
         self.credit = (self.runner.credit_table if self.objective.reward == "residual"
                        else jnp.zeros_like(self.runner.credit_table))
         self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r,
-                                             renorm, self.token_credit)
+                                             renorm, self.token_credit, self.head_weight)
         dp = mesh_lib.data_parallel_size(mesh, rules)
         micro = int(rl.micro_batch_sequences)
         self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
         self.rng = jax.random.PRNGKey(int(config.seed) + 12)
         self.step = 0
+
+    def _head_tables(self) -> dict:
+        """The next-item head for `srpo.response_logprobs`: each item's last-token id [n_items] and
+        its inverse over the vocabulary [V] (-1 for every token that names no item)."""
+        from gream_jax.infer.recommender import item_head_tokens
+        item_tokens = item_head_tokens(self.tokenizer, self.sids, self.config, self.mesh, force=True)
+        inverse = np.full(self.model_cfg.vocab_size, -1, np.int32)
+        inverse[np.asarray(item_tokens)] = np.arange(len(item_tokens), dtype=np.int32)
+        return {"item_tokens": item_tokens, "item_of_token": jax.device_put(inverse, mesh_lib.replicated(self.mesh))}
 
     # -- rollouts ---------------------------------------------------------------------------
     def _draw(self, n: int, seen: dict) -> dict:
@@ -194,9 +205,9 @@ class SrpoTrainer:
         t1 = time.perf_counter()
         with jax.set_mesh(self.mesh):
             for mb in minis:
-                mb["old_logp"] = self.logprob_fn(self.params, mb["tokens"], mb["attention_mask"], *self.trie_args)
+                mb["old_logp"] = self.logprob_fn(self.params, mb["tokens"], mb["attention_mask"], *self.extra_args)
                 mb["ref_logp"] = (self.logprob_fn(self.ref_params, mb["tokens"], mb["attention_mask"],
-                                                  *self.trie_args)
+                                                  *self.extra_args)
                                   if rl.kl_coef > 0 else mb["old_logp"])
             sums: dict[str, float] = {}
             n_updates = 0
@@ -204,7 +215,7 @@ class SrpoTrainer:
                 for j in np_rng.permutation(len(minis)):
                     mb = {k: v for k, v in minis[j].items() if k != "index"}
                     self.params, self.opt_state, metrics = self.update_fn(self.params, self.opt_state, mb,
-                                                                          *self.trie_args)
+                                                                          *self.extra_args)
                     for k, v in jax.device_get(metrics).items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     n_updates += 1
