@@ -109,6 +109,8 @@ def test_beam_runner_rejects_a_group_larger_than_the_beam(toy_model):
     (dict(rollout="sample", mode="direct", rank_penalty=0.5), "rank_penalty=0.5 needs config.rl.rollout='beam'"),
     (dict(rollout="beam", mode="direct", rank_penalty=-1.0), "rank_penalty=-1.0: must be >= 0"),
     (dict(rollout="greedy"), "config.rl.rollout='greedy': must be one of"),
+    (dict(mode="direct", policy_item_head=True), r"policy_item_head=True needs config.eval.item_head_weight > 0 \(got 0.0\)"),
+    (dict(mode="reasoning", policy_item_head=True), "policy_item_head=True needs config.rl.mode='direct'"),
 ])
 def test_config_rejects_impossible_rollouts(edit, message):
     config = base_config()

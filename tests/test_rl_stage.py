@@ -90,7 +90,8 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch):
     """`config.rl.rollout="beam"`: each group is the Direct decoder's G best items (distinct, so
-    every rollout is well formed), and with the rank penalty every group has reward variance."""
+    every rollout is well formed), and with the rank penalty every group has reward variance;
+    `config.rl.policy_item_head` runs the update on the fused policy."""
     from gream_jax.train.srpo_stage import run_rl
     workdir = str(tmp_path)
     config = base_config()
@@ -102,6 +103,8 @@ def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch)
     rl.batch_prompts, rl.mini_batch_prompts, rl.micro_batch_sequences, rl.rollout_chunk_prompts = 4, 4, 8, 4
     rl.steps, rl.ppo_epochs, rl.eval_every, rl.checkpoint_every = 2, 1, 1, 1
     rl.learning_rate, rl.warmup_steps = 5e-3, 0
+    config.eval.item_head_weight = 1.0           # the beam re-ranks with the head, and the policy holds it
+    rl.policy_item_head = True
     validate_config(config)
     _write_workdir(workdir, monkeypatch, config)
     summary = run_rl(config, workdir)

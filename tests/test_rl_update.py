@@ -95,6 +95,34 @@ def test_response_logprobs_match_full_forward(tiny):
     assert np.all(np.asarray(entropy) > 0)
 
 
+def test_policy_item_head_adds_w_log_q_at_the_item_token(tiny):
+    """config.rl.policy_item_head: the token that names an item scores log p + w log q(item), q the
+    head's softmax over the item tokens at the prompt's end; every other token is unchanged; the
+    jitted log-prob function (with the head tables as its extra argument) agrees."""
+    mesh, cfg, params = tiny
+    rng = np.random.default_rng(2)
+    item_tokens = np.arange(40, 52, dtype=np.int32)                 # 12 items, tokens 40..51
+    item_of_token = np.full(64, -1, np.int32)
+    item_of_token[item_tokens] = np.arange(12)
+    tokens = rng.integers(1, 30, size=(8, 7)).astype(np.int32)    # prompt 4 + response 3
+    items = rng.integers(0, 12, size=8)
+    tokens[:, -1] = item_tokens[items]                             # response = (code, code, item token)
+    tokens[0, -1] = 5                                              # a row whose response names no item
+    mask = np.ones_like(tokens)
+    head = {"item_tokens": jnp.asarray(item_tokens), "item_of_token": jnp.asarray(item_of_token)}
+    plain, _ = srpo.response_logprobs(params, cfg, tokens, mask, 3)
+    fused, _ = srpo.response_logprobs(params, cfg, tokens, mask, 3, None, head, 2.0)
+    logits = np.asarray(model_api.forward(params, cfg, tokens, mask))[:, 3]        # predicts the 1st response token
+    logq = np.asarray(jax.nn.log_softmax(jnp.asarray(logits[:, item_tokens]), -1))
+    expect = np.asarray(plain).copy()
+    expect[1:, 2] += 2.0 * logq[np.arange(1, 8), items[1:]]
+    np.testing.assert_allclose(np.asarray(fused), expect, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(fused)[:, :2] == np.asarray(plain)[:, :2])
+    fn = srpo.make_logprob_fn(cfg, mesh, mesh_lib.DEFAULT_RULES, 3, False, 2.0)
+    out = fn(params, tokens[None], mask[None], head)
+    np.testing.assert_allclose(np.asarray(out[0]), expect, rtol=1e-5, atol=1e-5)
+
+
 def test_token_advantages_equal_to_sequence_ones_give_the_same_update(tiny):
     """`[.., R]` advantages that repeat one value per sequence reproduce the `[..]` update."""
     mesh, cfg, params = tiny

@@ -151,9 +151,11 @@ def validate(config) -> None:
     if r.rank_penalty > 0 and r.rollout != "beam":
         raise ConfigError(f"config.rl.rank_penalty={r.rank_penalty} needs config.rl.rollout='beam': sampled "
                           "rollouts have no rank")
-    if r.policy_item_head and (r.mode != "direct" or not config.eval.item_head_weight > 0):
-        raise ConfigError(f"config.rl.policy_item_head=True needs config.rl.mode='direct' (got {r.mode!r}) and "
-                          f"config.eval.item_head_weight > 0 (got {config.eval.item_head_weight}): it puts "
-                          "Direct mode's re-ranking term into the policy")
+    if r.policy_item_head and r.mode != "direct":
+        raise ConfigError(f"config.rl.policy_item_head=True needs config.rl.mode='direct' (got {r.mode!r}): it "
+                          "puts Direct mode's re-ranking term into the policy")
+    if r.policy_item_head and not config.eval.item_head_weight > 0:
+        raise ConfigError(f"config.rl.policy_item_head=True needs config.eval.item_head_weight > 0 (got "
+                          f"{config.eval.item_head_weight}): that weight is the head's share of the policy")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")
