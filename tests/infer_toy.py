@@ -67,3 +67,20 @@ def step_fn(params, tokens, cache):
 
 def reorder_fn(cache, indices):
     return jax.tree_util.tree_map(lambda x: x[indices], cache)
+
+
+def tiny_qwen(n_items=24, level_sizes=(3, 3)):
+    """A tiny random Qwen3 (scaled up for peaky distributions) over toy SIDs on one device: dict with
+    cfg, params, mesh, codes, lengths, sizes, table (vocab id of each (level, code)), vocab."""
+    from gream_jax import mesh as mesh_lib
+    from gream_jax.model import api
+    from gream_jax.model.config import ModelConfig
+    codes, lengths, sizes = toy_sids(n_items=n_items, level_sizes=level_sizes)
+    table, vocab = token_table(sizes)
+    cfg = ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                      num_kv_heads=2, head_dim=8)
+    mesh = mesh_lib.make_mesh({"data": 1}, jax.devices()[:1])
+    params = api.init_params(cfg, jax.random.PRNGKey(0), mesh)
+    params = jax.tree.map(lambda p: p * 30.0 if p.ndim == 2 else p, params)  # peaky distributions
+    return dict(cfg=cfg, params=params, mesh=mesh, codes=codes, lengths=lengths, sizes=sizes, table=table,
+                vocab=vocab)

@@ -8,25 +8,18 @@ import numpy as np
 import pytest
 
 import infer_toy as toy
-from gream_jax import mesh as mesh_lib
 from gream_jax.index.trie import build_trie_from_codes
 from gream_jax.infer import decoder
 from gream_jax.infer.batching import left_pad
 from gream_jax.model import api
-from gream_jax.model.config import ModelConfig
 
 ANSWER, THINK_CLOSE, PAD = 3, 4, 0
 
 
 @pytest.fixture(scope="module")
 def model():
-    codes, lengths, sizes = toy.toy_sids(n_items=24, level_sizes=(3, 3))
-    table, vocab = toy.token_table(sizes)
-    cfg = ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                      num_kv_heads=2, head_dim=8)
-    mesh = mesh_lib.make_mesh({"data": 1}, jax.devices()[:1])
-    params = api.init_params(cfg, jax.random.PRNGKey(0), mesh)
-    params = jax.tree.map(lambda p: p * 30.0 if p.ndim == 2 else p, params)  # peaky distributions
+    t = toy.tiny_qwen(n_items=24, level_sizes=(3, 3))
+    codes, lengths, table, cfg, params, vocab = t["codes"], t["lengths"], t["table"], t["cfg"], t["params"], t["vocab"]
     trie = build_trie_from_codes(codes, lengths)
     levels = np.arange(codes.shape[1])[None].repeat(len(codes), 0)
     item_tokens = np.where(codes >= 0, table[levels, np.maximum(codes, 0)], -1)

@@ -1,20 +1,16 @@
 """Beam rollouts for Direct-mode SRPO (srpo_beam) and the rank-discounted reward."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import infer_toy as toy
-from gream_jax import mesh as mesh_lib
 from gream_jax.config_defaults import base_config, validate_config
 from gream_jax.config_defaults.base import ConfigError
 from gream_jax.index.sid import SemanticIds
 from gream_jax.index.trie import build_trie_from_codes
 from gream_jax.infer import decoder
 from gream_jax.infer.batching import left_pad
-from gream_jax.model import api
-from gream_jax.model.config import ModelConfig
 from gream_jax.train import rewards
 from gream_jax.train.srpo_beam import BeamRolloutRunner, item_response_tokens
 
@@ -49,16 +45,10 @@ def test_item_response_tokens_spell_each_items_sid():
 
 @pytest.fixture(scope="module")
 def toy_model():
-    codes, lengths, sizes = toy.toy_sids(n_items=24, level_sizes=(3, 3))
-    table, vocab = toy.token_table(sizes)
-    cfg = ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                      num_kv_heads=2, head_dim=8)
-    mesh = mesh_lib.make_mesh({"data": 1}, jax.devices()[:1])
-    params = api.init_params(cfg, jax.random.PRNGKey(0), mesh)
-    params = jax.tree.map(lambda p: p * 30.0 if p.ndim == 2 else p, params)   # peaky distributions
-    sids = SemanticIds(codes, lengths, sizes, meta={})
-    return dict(cfg=cfg, params=params, mesh=mesh, table=table, sids=sids, codes=codes, lengths=lengths,
-                dev=build_trie_from_codes(codes, lengths).to_device(table))
+    m = toy.tiny_qwen(n_items=24, level_sizes=(3, 3))
+    m["sids"] = SemanticIds(m["codes"], m["lengths"], m["sizes"], meta={})
+    m["dev"] = build_trie_from_codes(m["codes"], m["lengths"]).to_device(m["table"])
+    return m
 
 
 @pytest.mark.parametrize("head_weight", [0.0, 1.5])

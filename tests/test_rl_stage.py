@@ -42,10 +42,8 @@ def _write_workdir(workdir, monkeypatch, config):
     return params
 
 
-@pytest.mark.slow
-def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
-    from gream_jax.train.srpo_stage import run_rl
-    workdir = str(tmp_path)
+def _direct_config():
+    """Two Direct-mode RL steps of 4 prompts x 4 rollouts on the tiny workdir, a checkpoint each step."""
     config = base_config()
     config.data.max_history = 4
     config.tasks.direct_prompt = "dense"
@@ -53,7 +51,17 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     rl = config.rl
     rl.mode, rl.group_size, rl.batch_prompts, rl.mini_batch_prompts = "direct", 4, 4, 4
     rl.micro_batch_sequences, rl.rollout_chunk_prompts, rl.steps, rl.ppo_epochs = 8, 4, 2, 1
-    rl.eval_every, rl.checkpoint_every, rl.learning_rate, rl.warmup_steps = 0, 1, 5e-3, 0
+    rl.checkpoint_every, rl.learning_rate, rl.warmup_steps = 1, 5e-3, 0
+    return config
+
+
+@pytest.mark.slow
+def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
+    from gream_jax.train.srpo_stage import run_rl
+    workdir = str(tmp_path)
+    config = _direct_config()
+    rl = config.rl
+    rl.eval_every = 0
     rl.penalise_repeats, rl.repeat_reward = True, -0.5
     validate_config(config)
     sft_params = _write_workdir(workdir, monkeypatch, config)
@@ -94,15 +102,9 @@ def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch)
     `config.rl.policy_item_head` runs the update on the fused policy."""
     from gream_jax.train.srpo_stage import run_rl
     workdir = str(tmp_path)
-    config = base_config()
-    config.data.max_history = 4
-    config.tasks.direct_prompt = "dense"
-    config.train.eval_beam, config.train.eval_topk, config.train.eval_batch = 4, 4, 16
+    config = _direct_config()
     rl = config.rl
-    rl.mode, rl.rollout, rl.rank_penalty, rl.group_size, rl.beam_size = "direct", "beam", 0.5, 4, 6
-    rl.batch_prompts, rl.mini_batch_prompts, rl.micro_batch_sequences, rl.rollout_chunk_prompts = 4, 4, 8, 4
-    rl.steps, rl.ppo_epochs, rl.eval_every, rl.checkpoint_every = 2, 1, 1, 1
-    rl.learning_rate, rl.warmup_steps = 5e-3, 0
+    rl.rollout, rl.rank_penalty, rl.beam_size, rl.eval_every = "beam", 0.5, 6, 1
     config.eval.item_head_weight = 1.0           # the beam re-ranks with the head, and the policy holds it
     rl.policy_item_head = True
     validate_config(config)
