@@ -88,22 +88,23 @@ class SrpoTrainer:
         trie = build_trie(sids).to_device(table, mesh_lib.replicated(mesh), renorm)
         # Extra arguments of the jitted log-prob / update functions: a trie-softmax model's trie,
         # then (config.rl.policy_item_head) the next-item head's item tables.
-        self.head_weight = float(config.eval.item_head_weight) if rl.policy_item_head else 0.0
-        self.extra_args = ((trie,) if renorm else ()) + ((self._head_tables(),) if self.head_weight > 0 else ())
+        from gream_jax.infer.recommender import item_head_tokens
+        eval_weight = float(config.eval.item_head_weight)
+        self.head_weight = eval_weight if rl.policy_item_head else 0.0
+        head_tokens = (item_head_tokens(tokenizer, sids, config, mesh, force=True)
+                       if eval_weight > 0 and (rl.policy_item_head or rl.rollout == "beam") else None)
+        self.extra_args = (((trie,) if renorm else ())
+                           + ((self._head_tables(head_tokens),) if self.head_weight > 0 else ()))
         self.shardings = jax.tree.map(lambda x: x.sharding, params)
         self.params = params
         self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
         reward_fn, credits = rewards_lib.get_reward(self.objective.reward), reward_table(config, sids)
-        if rl.rollout == "beam":
-            from gream_jax.infer.recommender import item_head_tokens
+        if rl.rollout == "beam":     # the eval's decoder: re-ranked by the head at the eval's weight
             from gream_jax.train.srpo_beam import BeamRolloutRunner
-            head_weight = float(config.eval.item_head_weight)
             self.runner = BeamRolloutRunner(
                 model_cfg, trie, table, sids, mesh, rules, int(rl.group_size),
                 int(rl.beam_size) or max(int(config.eval.beam_size), int(rl.group_size)),
-                int(rl.rollout_chunk_prompts), reward_fn, credits, int(tokenizer.pad_id),
-                item_head_tokens(tokenizer, sids, config, mesh, force=True) if head_weight > 0 else None,
-                head_weight)
+                int(rl.rollout_chunk_prompts), reward_fn, credits, int(tokenizer.pad_id), head_tokens, eval_weight)
         else:
             self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
                                         mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
@@ -127,11 +128,9 @@ class SrpoTrainer:
         self.rng = jax.random.PRNGKey(int(config.seed) + 12)
         self.step = 0
 
-    def _head_tables(self) -> dict:
+    def _head_tables(self, item_tokens) -> dict:
         """The next-item head for `srpo.response_logprobs`: each item's last-token id [n_items] and
         its inverse over the vocabulary [V] (-1 for every token that names no item)."""
-        from gream_jax.infer.recommender import item_head_tokens
-        item_tokens = item_head_tokens(self.tokenizer, self.sids, self.config, self.mesh, force=True)
         inverse = np.full(self.model_cfg.vocab_size, -1, np.int32)
         inverse[np.asarray(item_tokens)] = np.arange(len(item_tokens), dtype=np.int32)
         return {"item_tokens": item_tokens, "item_of_token": jax.device_put(inverse, mesh_lib.replicated(self.mesh))}
