@@ -85,3 +85,29 @@ def test_checkpointer_keeps_n_latest_and_the_best(tmp_path):
     best, _ = ck.restore(state, best=True)
     np.testing.assert_array_equal(best["w"], np.arange(16.0).reshape(8, 2) * 2)
     ck.close()
+
+
+def test_sft_split_holds_out_each_users_last_training_items():
+    """config.train.holdout_last_targets: SFT's examples come from the training parts minus their
+    last N items (one item always kept); validation/test, built from the full split, keep them."""
+    from gream_jax.train.sft_stage import sft_split
+    split = Split(train=[np.arange(5, dtype=np.int32), np.arange(2, dtype=np.int32), np.array([7], np.int32)],
+                  valid_targets=np.array([8, 9, 10], np.int32), test_targets=np.array([11, 12, 13], np.int32),
+                  max_history=6)
+    held = sft_split(split, 2)
+    assert [s.tolist() for s in held.train] == [[0, 1, 2], [0], [7]]
+    assert held.valid_targets is split.valid_targets and held.max_history == 6
+    np.testing.assert_array_equal(split.history("valid", 0), np.arange(5))       # the input is untouched
+    assert sft_split(split, 0) is split
+    # A real stream built from it has fewer dense windows.
+    config = tiny_config()
+    world_split, sids, items, tok = toy_world()
+    full = make_streams(config, world_split, sids, items, tok)
+    full.alignment.batch(0)
+    fewer = make_streams(config, sft_split(world_split, 1), sids, items, tok)
+    fewer.alignment.batch(0)
+    assert fewer.stats["alignment"]["dense_windows"] <= full.stats["alignment"]["dense_windows"]
+    assert fewer.stats["alignment"]["target_tokens"] < full.stats["alignment"]["target_tokens"]
+    config.train.holdout_last_targets = -1
+    with pytest.raises(ConfigError, match="config.train.holdout_last_targets=-1"):
+        validate_config(config)

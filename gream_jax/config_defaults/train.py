@@ -30,6 +30,10 @@ def defaults() -> ml_collections.ConfigDict:
     # Dropout on embeddings and residual branches during SFT only (a regulariser for small
     # from-scratch models, as in SASRec; Qwen checkpoints were pretrained without it): 0 = off.
     c.dropout_rate = 0.0
+    # SFT trains on each user's training part without its last `holdout_last_targets` items (as
+    # targets and as context); validation and test histories keep them. They are transitions SFT
+    # never fitted, for RL prompts (`config.rl.prompt_positions` = the same N). 0 = train on all.
+    c.holdout_last_targets = 0
     # Repeat negatives (gream_jax/train/sft_data.py `repeat_negative_example`): > 0 adds, for a
     # `repeat_negative_share` of the dense windows, a copy cut after a random item with one of its
     # own items appended, and this weight times -log(1 - p(that item's whole SID)) to the loss, so
@@ -128,6 +132,8 @@ def validate(config) -> None:
         raise ConfigError(f"config.model.sid_softmax={config.model.sid_softmax!r} computes its own head rows and "
                           "does not combine with config.train.loss_chunk_tokens > 0 or config.train.repeat_unlikelihood > 0; "
                           "set those to 0")
+    if not isinstance(t.holdout_last_targets, int) or t.holdout_last_targets < 0:
+        raise ConfigError(f"config.train.holdout_last_targets={t.holdout_last_targets!r}: must be a non-negative int")
     if not 0.0 <= float(t.dropout_rate) < 1.0:
         raise ConfigError(f"config.train.dropout_rate={t.dropout_rate}: must be in [0, 1) (0 = no dropout)")
     if not 0.0 <= float(t.ema_decay) < 1.0:

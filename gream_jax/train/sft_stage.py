@@ -62,6 +62,16 @@ def load_inputs(config, workdir) -> SftInputs:
     return SftInputs(split, sids, data.items, model_cfg, params, tokenizer, mesh, rules)
 
 
+def sft_split(split, holdout: int):
+    """The split SFT builds its examples from: each user's training part without its last `holdout`
+    items (config.train.holdout_last_targets; at least one item is kept). Validation and test still
+    use the full `split`, so held-out items stay in their input histories."""
+    if holdout <= 0:
+        return split
+    import dataclasses
+    return dataclasses.replace(split, train=[seq[:max(1, len(seq) - holdout)] for seq in split.train])
+
+
 def _eval_users(config, split, n: int) -> np.ndarray | None:
     """A fixed, seeded subset of n users (None = all)."""
     if n <= 0 or n >= split.n_users:
@@ -164,7 +174,7 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
                          f"{tuple(config.eval.item_head_weights)}: validation and the eval stage would re-rank with "
                          f"a next-item head this run does not train; set config.train.next_item_weight > 0 or "
                          f"turn the re-ranking off (item_head_weight=0, item_head_weights=())")
-    streams = make_streams(config, split, sids, inputs.items, tokenizer)
+    streams = make_streams(config, sft_split(split, int(tr.holdout_last_targets)), sids, inputs.items, tokenizer)
     streams.alignment.batch(0)  # builds epoch 0 now: bad input fails before any compile
     if streams.reasoning is not None:
         streams.reasoning.batch(0)
