@@ -68,7 +68,6 @@ def sft_split(split, holdout: int):
     use the full `split`, so held-out items stay in their input histories."""
     if holdout <= 0:
         return split
-    import dataclasses
     return dataclasses.replace(split, train=[seq[:max(1, len(seq) - holdout)] for seq in split.train])
 
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from gream_jax import mesh as mesh_lib
+from gream_jax.infer.beam import item_head_logq
 from gream_jax.model import api as model_api
 from gream_jax.model import trie_softmax
 
@@ -88,10 +89,8 @@ def response_logprobs(params, model_cfg, tokens, attention_mask, response_len: i
     logits = lm_head(params, model_cfg, hidden[:, s - response_len - 1:s - 1])
     head_logq = None
     if head is not None and head_weight > 0:
-        item_logits = jnp.take(logits[:, 0].astype(jnp.float32), head["item_tokens"], axis=-1)  # [b, n_items]
-        item = head["item_of_token"][tokens[:, s - response_len:]]                              # [b, R]
-        logq = jnp.take_along_axis(jax.nn.log_softmax(item_logits, -1), jnp.maximum(item, 0), axis=-1)
-        head_logq = jnp.where(item >= 0, head_weight * logq, 0.0)
+        item = head["item_of_token"][tokens[:, s - response_len:]]                  # [b, R], -1: no item
+        head_logq = head_weight * item_head_logq(item, logits[:, 0], head["item_tokens"])   # 0 where -1
     if trie is not None:
         states = trie_softmax.token_states(trie, tokens)[:, s - response_len - 1:s - 1]
         logits = trie_softmax.mask_logits(trie, logits, states)
