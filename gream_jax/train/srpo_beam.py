@@ -92,16 +92,11 @@ class BeamRolloutRunner:
     def run(self, params, prompts: list[list[int]], target_codes: np.ndarray, rng=None) -> dict:
         """prompts: n token lists; target_codes [n, L]. Same outputs as `RolloutRunner.run`."""
         del rng                                        # the beam is deterministic
-        from gream_jax.train.rewards import exact_hits
+        from gream_jax.train.srpo_rollouts import scored_groups
         items = self.top_items(params, prompts)                                   # [n, G]
         well = items >= 0
         safe = np.maximum(items, 0)
         codes = np.where(well[..., None], self.codes[safe], -1).astype(np.int32)     # [n, G, L]
         resp = np.where(well[..., None], self.tokens[safe], self.pad_id).astype(np.int32)
         rmask = np.where(well[..., None], self.mask[safe], 0).astype(np.int32)
-        rewards = np.asarray(self._reward(codes, well, target_codes, self.credit_table))
-        hits = np.asarray(exact_hits(codes, well, target_codes))
-        prompt_ids = np.empty(len(prompts), dtype=object)
-        prompt_ids[:] = [list(p) for p in prompts]
-        return {"prompt_ids": prompt_ids, "response_tokens": resp, "response_mask": rmask,
-                "codes": codes, "well_formed": well, "rewards": rewards, "hits": hits}
+        return scored_groups(self._reward, self.credit_table, prompts, resp, rmask, codes, well, target_codes)

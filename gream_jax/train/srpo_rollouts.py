@@ -234,7 +234,6 @@ class RolloutRunner:
     def run(self, params, prompts: list[list[int]], target_codes: np.ndarray, rng: jax.Array) -> dict:
         """prompts: n token lists; target_codes [n, L]. Returns arrays with leading axis n."""
         from gream_jax.infer.batching import left_pad
-        from gream_jax.train.rewards import exact_hits
         n, g = len(prompts), self.g
         width = int(-(-max(len(p) for p in prompts) // self.bucket) * self.bucket)
         outs = []
@@ -255,9 +254,17 @@ class RolloutRunner:
         rmask = cat["mask"].reshape(-1, g, r)[:n]
         codes = cat["codes"].reshape(-1, g, self.spec.sid_max_len)[:n]
         well = cat["well_formed"].reshape(-1, g)[:n]
-        rewards = np.asarray(self._reward(codes, well, target_codes, self.credit_table))
-        hits = np.asarray(exact_hits(codes, well, target_codes))
-        prompt_ids = np.empty(n, dtype=object)
-        prompt_ids[:] = [list(p) for p in prompts]
-        return {"prompt_ids": prompt_ids, "response_tokens": resp, "response_mask": rmask,
-                "codes": codes, "well_formed": well, "rewards": rewards, "hits": hits}
+        return scored_groups(self._reward, self.credit_table, prompts, resp, rmask, codes, well, target_codes)
+
+
+def scored_groups(reward, credit_table, prompts, response_tokens, response_mask, codes, well_formed,
+                  target_codes) -> dict:
+    """A runner's output: its groups `[n, G, ...]` with rewards and exact hits `[n, G]` and the
+    prompts as an object array of token lists (the layout `srpo_batch` consumes)."""
+    from gream_jax.train.rewards import exact_hits
+    prompt_ids = np.empty(len(prompts), dtype=object)
+    prompt_ids[:] = [list(p) for p in prompts]
+    return {"prompt_ids": prompt_ids, "response_tokens": response_tokens, "response_mask": response_mask,
+            "codes": codes, "well_formed": well_formed,
+            "rewards": np.asarray(reward(codes, well_formed, target_codes, credit_table)),
+            "hits": np.asarray(exact_hits(codes, well_formed, target_codes))}
