@@ -14,7 +14,7 @@ from gream_jax.index.sid import SemanticIds
 from gream_jax.model import api as model_api
 from gream_jax.model.config import ModelConfig
 from gream_jax.model.store import load_model, save_model
-from gream_jax.model.tokenizer import round_up, train_small_tokenizer
+from gream_jax.model.tokenizer import TASK_TOKENS, round_up, train_small_tokenizer
 from gream_jax import mesh as mesh_lib
 
 N_USERS, N_ITEMS = 16, 12
@@ -33,7 +33,8 @@ def _write_workdir(workdir, monkeypatch, config):
     sids = SemanticIds(codes, np.full(N_ITEMS, 2, np.int32), (3, N_ITEMS), meta={"item_ids": data.item_ids})
     sids.save(os.path.join(workdir, "index"))
     tok = train_small_tokenizer(["movie drama history"] * 4, vocab_size=280)
-    tok.add_tokens([sids.token(0, c) for c in range(3)] + [sids.token(1, c) for c in range(N_ITEMS)])
+    tok.add_tokens(list(TASK_TOKENS) + [sids.token(0, c) for c in range(3)]
+                   + [sids.token(1, c) for c in range(N_ITEMS)])
     cfg = ModelConfig(vocab_size=round_up(tok.vocab_size, 8), hidden_size=32, intermediate_size=64,
                       num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=128)
     mesh = mesh_lib.make_mesh(config.mesh)
@@ -122,3 +123,40 @@ def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch)
     # residual credit alone could give (>= 0); a wrong answer at rank 1 alone costs 0.5.
     assert min(r["reward_mean"] for r in train_rows) < 0.2
     assert [r["step"] for r in rows if "valid/ndcg@10" in r] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_rl_stage_in_reasoning_mode_selects_on_reasoning_validation(tmp_path, monkeypatch):
+    """`config.rl.mode="reasoning"`: rollouts sample a chain before the SID, and the step RL keeps
+    is chosen by Reasoning-mode validation (`select_mode` "" follows the mode) on
+    `rl.eval_users` seeded users, the SFT model being step 0."""
+    from gream_jax.train.srpo_stage import run_rl, validation_users
+    workdir = str(tmp_path)
+    config = _direct_config()
+    rl = config.rl
+    rl.mode, rl.max_think_tokens, rl.eval_every, rl.eval_users = "reasoning", 4, 1, 6
+    config.eval.reasoning_budget = 4
+    validate_config(config)
+    _write_workdir(workdir, monkeypatch, config)
+    summary = run_rl(config, workdir)
+    assert summary["mode"] == "reasoning" and summary["select_mode"] == "reasoning"
+    assert summary["select_users"] == 6 and summary["steps"] == 2
+    with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows if "valid/ndcg@10" in r] == [0, 1, 2]
+    assert all(0.0 <= r["valid/recall@10"] <= 1.0 for r in rows if "valid/recall@10" in r)
+    # The users: rl.eval_users when set, else the eval stage's reasoning subset; Direct keeps SFT's rule.
+    assert len(validation_users(config, 16, "reasoning")) == 6
+    rl.eval_users = 0
+    config.eval.reasoning_users = 5
+    assert len(validation_users(config, 16, "reasoning")) == 5
+    assert validation_users(config, 16, "direct") is None          # train.eval_users = 0: everyone
+    config.eval.reasoning_users = 0
+    assert validation_users(config, 16, "reasoning") is None
+
+
+def test_rl_select_mode_is_checked():
+    config = _direct_config()
+    config.rl.select_mode = "both"
+    with pytest.raises(Exception, match="config.rl.select_mode='both'"):
+        validate_config(config)

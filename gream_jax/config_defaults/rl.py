@@ -82,6 +82,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval_every = 25               # Direct-mode validation (selects rl/final); 0 = only at the end
     c.eval_users = 0                # validation users scored (0 = config.train.eval_users' choice)
     c.select_metric = "ndcg@10"
+    # The mode validated: "direct" (the trie beam, every user by default) or "reasoning" (a sampled
+    # chain then the beam, config.eval's sampling settings, `eval_users` or else
+    # config.eval.reasoning_users seeded users); "" = the mode RL trains (`mode`).
+    c.select_mode = ""
     # A validation must beat the best so far (the SFT model at step 0) by more than this to
     # replace it; 0 = any improvement (the reference's rule). See srpo_stage.improves.
     c.select_min_gain = 0.0
@@ -100,6 +104,8 @@ def validate(config) -> None:
         raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
     if not r.select_min_gain >= 0.0:
         raise ConfigError(f"config.rl.select_min_gain={r.select_min_gain}: must be >= 0")
+    if r.select_mode not in ("",) + MODES:
+        raise ConfigError(f"config.rl.select_mode={r.select_mode!r}: must be '' (= config.rl.mode) or one of {MODES}")
     for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS), ("rollout", ROLLOUTS),
                          ("credit_assignment", CREDIT_ASSIGNMENTS)):
         if r[field] not in known:

@@ -1,4 +1,4 @@
-"""Periodic validation during SFT: Direct-mode Recall/NDCG through the inference package.
+"""Periodic validation during SFT and RL: Recall/NDCG through the inference package.
 
 Calls `gream_jax.infer.recommender.recommend_direct` (trie-constrained beam with the beam size and
 K of `config.eval`, prompts from `gream_jax.tasks.prompts`), so the figures are exactly those the
@@ -44,3 +44,23 @@ class DirectValidator:
         users = np.arange(split.n_users) if users is None else np.asarray(users)
         ranked = self.recommend(params, [split.history(which, int(u)) for u in users])
         return rank_metrics(ranked, np.asarray(split.targets(which))[users], self.ks)
+
+
+class ReasoningValidator(DirectValidator):
+    """Reasoning-mode top-K (a sampled `<think>` chain, then the constrained beam) for RL's selection
+    when the policy is trained in Reasoning mode (`config.rl.select_mode="reasoning"`).
+
+    The chains are sampled with config.eval's temperature, top-p, budget and samples per user, from
+    the same key at every validation (`recommend_reasoning` seeds with config.seed), so two steps
+    are compared on common random numbers and the figures are those the eval stage reports for the
+    same users.
+    """
+
+    def recommend(self, params, histories) -> np.ndarray:
+        from gream_jax.infer.recommender import recommend_reasoning
+        ranked = recommend_reasoning(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
+                                     self.config, self.mesh, name="rl-valid-reasoning")
+        return np.asarray(ranked.items)
+
+
+VALIDATORS = {"direct": DirectValidator, "reasoning": ReasoningValidator}

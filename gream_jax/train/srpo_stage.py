@@ -250,10 +250,24 @@ def load_inputs(config, workdir):
     return split, sids, model_cfg, params, tokenizer, meta, mesh, rules
 
 
+def validation_users(config, n_users: int, select_mode: str) -> np.ndarray | None:
+    """The validation users RL selects on (None = all). Direct mode: `rl.eval_users`, else
+    `train.eval_users` (SFT's subset rule). Reasoning mode, which samples a chain per user:
+    `rl.eval_users`, else `eval.reasoning_users`, the subset the eval stage reports."""
+    rl = config.rl
+    if select_mode == "reasoning":
+        n_eval = int(rl.eval_users) or int(config.eval.reasoning_users)
+    else:
+        n_eval = int(rl.eval_users) or int(config.train.eval_users)
+    if n_eval <= 0 or n_eval >= n_users:
+        return None
+    return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(n_users, n_eval, replace=False))
+
+
 def run_rl(config, workdir: str) -> dict:
     from gream_jax.train.checkpoint import Checkpointer
     from gream_jax.train.sft_stage import export_model
-    from gream_jax.train.sft_validation import DirectValidator
+    from gream_jax.train.sft_validation import VALIDATORS
     t_start = time.perf_counter()
     rl = config.rl
     stage_dir = os.path.join(workdir, "rl")
@@ -264,10 +278,9 @@ def run_rl(config, workdir: str) -> dict:
     split, sids, model_cfg, params, tokenizer, init_meta, mesh, rules = load_inputs(config, workdir)
     trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
     del params
-    validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
-    n_eval = int(rl.eval_users) or int(config.train.eval_users)
-    users = (None if n_eval <= 0 or n_eval >= split.n_users else      # same subset rule as SFT
-             np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n_eval, replace=False)))
+    select_mode = rl.select_mode or rl.mode
+    validator = VALIDATORS[select_mode](model_cfg, tokenizer, sids, config, mesh)
+    users = validation_users(config, split.n_users, select_mode)
     metric = rl.select_metric
     ckpt = Checkpointer(stage_dir, int(rl.keep_checkpoints))
     metrics_path = os.path.join(stage_dir, "metrics.jsonl")
@@ -338,9 +351,12 @@ def run_rl(config, workdir: str) -> dict:
     ckpt.wait()
     train_s = elapsed_before + time.perf_counter() - run_start
     best_state, best_meta = ckpt.restore(trainer.state(), best=True)
-    valid = validator.evaluate(best_state["params"], split, "valid")
-    test = validator.evaluate(best_state["params"], split, "test")
-    summary = {"objective": rl.objective, "mode": rl.mode, "seed": int(config.seed), "steps": trainer.step,
+    final_users = users if select_mode == "reasoning" else None   # Direct: every user
+    valid = validator.evaluate(best_state["params"], split, "valid", final_users)
+    test = validator.evaluate(best_state["params"], split, "test", final_users)
+    summary = {"objective": rl.objective, "mode": rl.mode, "select_mode": select_mode,
+               "select_users": split.n_users if final_users is None else len(final_users),
+               "seed": int(config.seed), "steps": trainer.step,
                "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
                "best_step": int(best_meta["step"]), "sft_selected": int(best_meta["step"]) == 0,
                "select_metric": metric, "valid": valid, "test": test,
