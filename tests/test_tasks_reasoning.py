@@ -109,3 +109,27 @@ def test_other_schedules_and_determinism():
     assert is_reasoning_step(17, 3000, 0.25, "linear_ramp", 0) == ramp[17]
     with pytest.raises(ValueError, match="curriculum"):
         reasoning_probability(0, 10, 0.5, "bogus")
+
+
+def test_chain_text_writes_the_group_as_a_number_for_trie_softmax_models():
+    """A trie/level-softmax model can only continue an SID prefix with its trie children, so a
+    chain for it must hold whole SIDs only: with group_as_token=False, removing every item's
+    full SID string leaves no SID token in the text; the default keeps the lone group token."""
+    import re
+    split, sids, items, _ = toy_world()
+    attrs = all_item_attributes(items)
+    seq = split.train[0]
+    c = reason(seq[:6], int(seq[6]), attrs, sids, 0.8)
+    code = int(sids.codes[int(seq[6]), 0])
+
+    def leftover(text):
+        for i in sorted(range(len(items)), key=lambda i: -len(sids.item_string(i))):
+            text = text.replace(sids.item_string(i), "")
+        return re.findall(r"<[a-z]_\d+>", text)
+
+    plain = chain_text(c, items, attrs, sids, group_as_token=False)
+    assert leftover(plain) == [] and f"semantic group {code}." in plain
+    assert leftover(chain_text(c, items, attrs, sids)) == [sids.token(0, code)]
+    exs = build_reasoning_examples(split, sids, items, attrs, 5, 20, 4, 0.8, np.random.default_rng(0),
+                                   group_as_token=False)
+    assert all(leftover(e.response) == [] for e in exs)

@@ -64,8 +64,16 @@ def _describe(item: int, items, attributes, sids) -> str:
     return f"{sids.item_string(item)} (\"{short_title(items[item], 50)}\"; {attrs})"
 
 
-def chain_text(chain: ReasoningChain, items, attributes, sids) -> str:
-    """The response text: think block with stages 1-4, the rewrite (stage 5), the answer."""
+def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: bool = True) -> str:
+    """The response text: think block with stages 1-4, the rewrite (stage 5), the answer.
+
+    `group_as_token=False` writes the target's semantic group (its first SID code) as a number
+    instead of the lone first-level SID token: a model with the trie or level softmax
+    (config.model.sid_softmax != "vocab") can only continue an SID prefix with its trie children,
+    so after `<a_7>` it must spell a whole item and could never write the "." and `</think>` that
+    follow the group here (every sampled chain then skipped `</think>`, and SRPO's format check
+    paid it nothing).
+    """
     n = len(chain.history)
     if chain.evidence:
         shown = chain.evidence[-5:]
@@ -84,7 +92,8 @@ def chain_text(chain: ReasoningChain, items, attributes, sids) -> str:
               ", ".join(sids.item_string(i) for i in chain.intent_items) + f" point to {what}.")
     else:
         s3 = "Step 3, intent: no recent item stands out, so the intent is open."
-    group = sids.token(0, int(sids.codes[chain.target, 0]))
+    code = int(sids.codes[chain.target, 0])
+    group = sids.token(0, code) if group_as_token else str(code)
     traits = ", ".join(chain.target_attributes[:4])
     s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
           else f"Step 4, recommendation: an item from semantic group {group}.")
@@ -93,16 +102,18 @@ def chain_text(chain: ReasoningChain, items, attributes, sids) -> str:
             f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
 
 
-def reasoning_example(history, target, items, attributes, sids, decay, template: int) -> Example:
+def reasoning_example(history, target, items, attributes, sids, decay, template: int,
+                      group_as_token: bool = True) -> Example:
     chain = reason(history, target, attributes, sids, decay)
     hist = ", ".join(sids.item_string(int(i)) for i in chain.history)
     prompt = chat_prompt(templates.REASONING[template].format(history=hist))
-    return Example("reasoning", prompt, chat_response(chain_text(chain, items, attributes, sids)),
+    return Example("reasoning", prompt, chat_response(chain_text(chain, items, attributes, sids, group_as_token)),
                    chain.history + (chain.target,))
 
 
 def build_reasoning_examples(split, sids, items, attributes, count: int, max_history: int,
-                             min_history: int, decay: float, rng: np.random.Generator) -> list[Example]:
+                             min_history: int, decay: float, rng: np.random.Generator,
+                             group_as_token: bool = True) -> list[Example]:
     """Targets at training positions >= min_history (the reference: 4 .. len-3 of the full sequence,
     i.e. never the validation or test item), history = up to max_history items before."""
     rows = training_targets(split.train, min_position=min_history)
@@ -110,5 +121,5 @@ def build_reasoning_examples(split, sids, items, attributes, count: int, max_his
     for u, p in sample_rows(rows, count, rng):
         seq = split.train[u]
         out.append(reasoning_example(seq[max(0, p - max_history):p], int(seq[p]), items, attributes,
-                                     sids, decay, int(rng.integers(len(templates.REASONING)))))
+                                     sids, decay, int(rng.integers(len(templates.REASONING))), group_as_token))
     return out
