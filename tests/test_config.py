@@ -28,6 +28,16 @@ def test_shipped_configs_validate(name, shared_data_dir):
         load_config_file(name, "huge")
 
 
+def test_ml100k_reasoning_rl_variant():
+    """`configs/ml100k.py:reasoning_rl`: Reasoning-mode SRPO, selected on Reasoning-mode validation,
+    and an eval budget that holds a whole chain."""
+    config = load_config_file("ml100k", "reasoning_rl")
+    validate_config(config)
+    assert config.rl.mode == "reasoning" and config.rl.select_mode == "reasoning"
+    assert config.eval.reasoning_budget >= config.rl.max_think_tokens
+    assert load_config_file("ml100k").rl.mode == "direct"
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("name", "netflix", r"config\.data\.name='netflix': unknown dataset"),
     ("max_history", 0, r"config\.data\.max_history=0"),
