@@ -4,14 +4,18 @@ Command:
     python -m gream_jax.main --config=configs/ml100k.py --workdir=/tmp/gream_ml100k
 Smoke (same experiment, shrunk to about a minute on a laptop CPU):
     python -m gream_jax.main --config=configs/ml100k.py:smoke --workdir=/tmp/gream_smoke
+SRPO in Reasoning mode instead (GREAM's own rollouts; 30 min, measured not to help on this model):
+    python -m gream_jax.main --config=configs/ml100k.py:reasoning_rl --workdir=W --config.stage=rl
 
-Expected wall time and results (2-core CPU, measured 2026-11-26, docs/results.md "ml100k"):
-prepare + index about 1-2 min; SFT 1,600 updates about 13-15 min (best validation at update 750-1,250);
+Expected wall time and results (2-core CPU, measured 2026-11-26..28, docs/results.md "ml100k"):
+prepare + index about 1-2 min; SFT 1,900 updates about 8-13 min (best validation at update 1,500-1,625);
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
 Full pipeline (about 25 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
-items ranked: with these defaults (next-item head, docs/results.md "next-item head", session 8)
-test Recall@10 / NDCG@10 0.1368 / 0.0677 (fresh `all`, seed 0, 27 min shared) and 0.1294 /
-0.0630 (seed 1); with the level
+items ranked: with these defaults (reasoning chains at ratio 0.3, docs/results.md "a Reasoning mode
+that works", session 12; stage by stage on the seeds' data and index) test Recall@10 / NDCG@10
+0.1516 / 0.0714 (seed 0) and 0.1421 / 0.0706 (seed 1); Reasoning mode (all 943 users) 0.0700 /
+0.0327 and 0.0647 / 0.0325. With the session-8 defaults (reasoning ratio 0.03, 1,600 updates)
+0.1368 / 0.0677 (fresh `all`, seed 0, 27 min shared) and 0.1294 / 0.0630 (seed 1); with the level
 softmax alone (docs/results.md "session 6") 0.1336 / 0.0635 and, in a fresh `all` run with 150
 instead of 99 SRPO steps, 0.1294 / 0.0619 (seed 0); 0.1315 / 0.0661 (seed 1); with
 the reference's vocabulary softmax (`--config.model.sid_softmax=vocab`) five runs gave 0.121-0.135
