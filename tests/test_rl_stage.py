@@ -145,10 +145,12 @@ def test_rl_stage_in_reasoning_mode_selects_on_reasoning_validation(tmp_path, mo
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows if "valid/ndcg@10" in r] == [0, 1, 2]
     assert all(0.0 <= r["valid/recall@10"] <= 1.0 for r in rows if "valid/recall@10" in r)
-    # The users: rl.eval_users when set, else the eval stage's reasoning subset; Direct keeps SFT's rule.
+    # The users: rl.eval_users when set, else the eval stage's own reasoning users; Direct keeps SFT's rule.
+    from gream_jax.eval.stage import reasoning_users
     assert len(validation_users(config, 16, "reasoning")) == 6
     rl.eval_users = 0
     config.eval.reasoning_users = 5
+    np.testing.assert_array_equal(validation_users(config, 16, "reasoning"), reasoning_users(16, config))
     assert len(validation_users(config, 16, "reasoning")) == 5
     assert validation_users(config, 16, "direct") is None          # train.eval_users = 0: everyone
     config.eval.reasoning_users = 0

@@ -65,11 +65,12 @@ def direct_srpo(config) -> None:
 def reasoning_srpo(config) -> None:
     """SRPO in Reasoning mode (GREAM's own: `<think>` chain, denoised history, then the SID) for the
     small model on a 2-core CPU (docs/results.md "Reasoning-mode SRPO"). A chain is ~400 tokens, so
-    a step is 16 prompts x G = 10 (1.5 min alone, ~3 min beside two other jobs) and validation samples
-    chains for 200 seeded users (50-100 s; noisy: its pick did not hold on all 943 users). Sampling at T 0.7 / top-p 0.9 (the eval's) instead of the release's T 1.0: at
-    T 1.0 the 2 x 64 model's chains keep their format (55% of 80 rollouts well formed, 66% at
-    T 0.7) but their answers lose most of their credit (mean reward .03 against .12), so most groups
-    would carry no signal."""
+    a step is 16 prompts x G = 10 (1.5 min alone, ~3 min beside two other jobs) and validation
+    samples chains for 200 seeded users (50-100 s; noisy: its pick did not hold on all 943 users).
+    Sampling at T 0.7 / top-p 0.9 (the eval's) instead of the release's T 1.0: at T 1.0 the 2 x 64
+    model's chains keep their format (55% of 80 rollouts well formed, 66% at T 0.7) but their
+    answers lose most of their credit (mean reward .03 against .12), so most groups would carry no
+    signal."""
     r = config.rl
     r.mode = "reasoning"
     r.select_mode = "reasoning"

@@ -79,12 +79,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.weight_decay = 0.1
     c.grad_clip = 1.0
     # Bookkeeping
-    c.eval_every = 25               # Direct-mode validation (selects rl/final); 0 = only at the end
-    c.eval_users = 0                # validation users scored (0 = config.train.eval_users' choice)
+    c.eval_every = 25               # validation (selects rl/final; see select_mode); 0 = only at the end
+    c.eval_users = 0                # validation users scored (0 = see select_mode)
     c.select_metric = "ndcg@10"
-    # The mode validated: "direct" (the trie beam, every user by default) or "reasoning" (a sampled
-    # chain then the beam, config.eval's sampling settings, `eval_users` or else
-    # config.eval.reasoning_users seeded users); "" = the mode RL trains (`mode`).
+    # The mode validated: "direct" (the trie beam; `eval_users`, else config.train.eval_users' choice)
+    # or "reasoning" (a sampled chain then the beam, config.eval's sampling settings; `eval_users`
+    # seeded users, else the eval stage's config.eval.reasoning_users); "" = the mode RL trains.
     c.select_mode = ""
     # A validation must beat the best so far (the SFT model at step 0) by more than this to
     # replace it; 0 = any improvement (the reference's rule). See srpo_stage.improves.

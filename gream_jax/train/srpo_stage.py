@@ -253,12 +253,13 @@ def load_inputs(config, workdir):
 def validation_users(config, n_users: int, select_mode: str) -> np.ndarray | None:
     """The validation users RL selects on (None = all). Direct mode: `rl.eval_users`, else
     `train.eval_users` (SFT's subset rule). Reasoning mode, which samples a chain per user:
-    `rl.eval_users`, else `eval.reasoning_users`, the subset the eval stage reports."""
+    `rl.eval_users`, else the eval stage's own Reasoning-mode users (`eval.reasoning_users`)."""
     rl = config.rl
-    if select_mode == "reasoning":
-        n_eval = int(rl.eval_users) or int(config.eval.reasoning_users)
-    else:
-        n_eval = int(rl.eval_users) or int(config.train.eval_users)
+    if select_mode == "reasoning" and not int(rl.eval_users):
+        from gream_jax.eval.stage import reasoning_users
+        users = reasoning_users(n_users, config)
+        return None if len(users) == n_users else users
+    n_eval = int(rl.eval_users) or int(config.train.eval_users)
     if n_eval <= 0 or n_eval >= n_users:
         return None
     return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(n_users, n_eval, replace=False))
