@@ -12,9 +12,9 @@ prepare + index about 1-2 min; SFT 1,900 updates about 8-13 min (best validation
 RL (Direct-mode SRPO) bounded to 10 min by `config.rl.time_budget_s`; eval a few minutes.
 Full pipeline (about 25 min on an idle-ish 2-core CPU), Direct mode, all 943 users, all 1,682
 items ranked: with these defaults (reasoning chains at ratio 0.3, docs/results.md "a Reasoning mode
-that works", session 12; stage by stage on the seeds' data and index) test Recall@10 / NDCG@10
-0.1516 / 0.0714 (seed 0) and 0.1421 / 0.0706 (seed 1); Reasoning mode (all 943 users) 0.0700 /
-0.0327 and 0.0647 / 0.0325. With the session-8 defaults (reasoning ratio 0.03, 1,600 updates)
+that works", session 12) test Recall@10 / NDCG@10 0.1516 / 0.0714 (fresh `all`, seed 0, 27 min
+beside a CI run) and 0.1421 / 0.0706 (seed 1, stage by stage); Reasoning mode (all 943 users)
+0.0700 / 0.0327 and 0.0647 / 0.0325. With the session-8 defaults (reasoning ratio 0.03, 1,600 updates)
 0.1368 / 0.0677 (fresh `all`, seed 0, 27 min shared) and 0.1294 / 0.0630 (seed 1); with the level
 softmax alone (docs/results.md "session 6") 0.1336 / 0.0635 and, in a fresh `all` run with 150
 instead of 99 SRPO steps, 0.1294 / 0.0619 (seed 0); 0.1315 / 0.0661 (seed 1); with
