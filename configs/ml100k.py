@@ -2,7 +2,7 @@
 
 Command:
     python -m gream_jax.main --config=configs/ml100k.py --workdir=/tmp/gream_ml100k
-Smoke (same experiment, shrunk to about a minute on a laptop CPU):
+Smoke (same experiment, shrunk to about three minutes on a 2-core CPU):
     python -m gream_jax.main --config=configs/ml100k.py:smoke --workdir=/tmp/gream_smoke
 SRPO in Reasoning mode instead (GREAM's own rollouts; 30 min, measured not to help on this model):
     python -m gream_jax.main --config=configs/ml100k.py:reasoning_rl --workdir=W --config.stage=rl
