@@ -71,13 +71,6 @@ def sft_split(split, holdout: int):
     return dataclasses.replace(split, train=[seq[:max(1, len(seq) - holdout)] for seq in split.train])
 
 
-def _eval_users(config, split, n: int) -> np.ndarray | None:
-    """A fixed, seeded subset of n users (None = all)."""
-    if n <= 0 or n >= split.n_users:
-        return None
-    return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(split.n_users, n, replace=False))
-
-
 def _trie_loss(config, model_cfg, tokenizer, sids, mesh):
     """(DeviceTrie, outer token ids, per-level token ids or None, next-item objective or None) for
     config.model.sid_softmax = "trie" / "level" (`gream_jax.model.trie_softmax`), else None."""
@@ -179,10 +172,10 @@ def train(config, stage_dir: str, inputs: SftInputs, evaluate_test: bool = True)
         streams.reasoning.batch(0)
     logging.info("SFT data (epoch 0): %s", streams.stats)
 
-    from gream_jax.train.sft_validation import DirectValidator
+    from gream_jax.train.sft_validation import DirectValidator, seeded_users
     validator = DirectValidator(model_cfg, tokenizer, sids, config, mesh)
-    eval_users = _eval_users(config, split, int(tr.eval_users))
-    final_users = _eval_users(config, split, int(tr.final_eval_users))
+    eval_users = seeded_users(config, split.n_users, int(tr.eval_users))
+    final_users = seeded_users(config, split.n_users, int(tr.final_eval_users))
 
     optimizer, state = initial_state(config, params, mesh)
     schedule = sft.learning_rate_schedule(tr)

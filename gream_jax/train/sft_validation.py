@@ -25,6 +25,14 @@ def rank_metrics(ranked: np.ndarray, targets: np.ndarray, ks=(5, 10)) -> dict[st
     return out
 
 
+def seeded_users(config, n_users: int, n: int) -> np.ndarray | None:
+    """A fixed, seeded subset of n of the n_users users, sorted (None = all): the users SFT and RL
+    validate on when config.train.eval_users / config.rl.eval_users ask for fewer than all."""
+    if n <= 0 or n >= n_users:
+        return None
+    return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(n_users, n, replace=False))
+
+
 class DirectValidator:
     """Top-K items for the users of a split with the current parameters."""
 

@@ -259,10 +259,8 @@ def validation_users(config, n_users: int, select_mode: str) -> np.ndarray | Non
         from gream_jax.eval.stage import reasoning_users
         users = reasoning_users(n_users, config)
         return None if len(users) == n_users else users
-    n_eval = int(rl.eval_users) or int(config.train.eval_users)
-    if n_eval <= 0 or n_eval >= n_users:
-        return None
-    return np.sort(np.random.default_rng([int(config.seed), 0xE7A1]).choice(n_users, n_eval, replace=False))
+    from gream_jax.train.sft_validation import seeded_users
+    return seeded_users(config, n_users, int(rl.eval_users) or int(config.train.eval_users))
 
 
 def run_rl(config, workdir: str) -> dict:
