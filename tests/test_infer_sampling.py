@@ -9,7 +9,7 @@ import pytest
 
 import infer_toy as toy
 from gream_jax.index.trie import build_trie_from_codes
-from gream_jax.infer.sampling import sample_sid, sample_tokens, top_p_filter
+from gream_jax.infer.sampling import sample_sid, sample_tokens, top_p_filter, top_p_filter_sorted
 
 
 def test_top_p_filter_keeps_the_nucleus():
@@ -20,6 +20,29 @@ def test_top_p_filter_keeps_the_nucleus():
     np.testing.assert_array_equal(kept, [[True, True, True, False]])
     assert (np.asarray(top_p_filter(logits, 0.01)) > -1e29).sum() == 1
     assert (np.asarray(top_p_filter(logits, 1.0)) > -1e29).all()
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 12.0])
+def test_top_p_filter_bisection_keeps_exactly_the_sorted_nucleus(scale):
+    """The sort-free filter keeps the same tokens as sort + cumsum on random rows, flat to peaked,
+    with tied logits, trie-masked (-1e30) entries, and top_p from below 0 to 1."""
+    rng = np.random.default_rng(int(scale * 10))
+    logits = rng.normal(size=(64, 300)).astype(np.float32) * scale
+    logits[:8, :40] = np.round(logits[:8, :40])          # ties, some at the cut
+    logits[8:16, 100:] = -1e30                           # masked tokens
+    for top_p in (-0.5, 0.0, 0.05, 0.5, 0.9, 0.97, 0.999, 1.0):
+        got = np.asarray(top_p_filter(jnp.asarray(logits), top_p)) > -1e29
+        want = np.asarray(top_p_filter_sorted(jnp.asarray(logits), top_p)) > -1e29
+        np.testing.assert_array_equal(got, want, err_msg=f"top_p={top_p}")
+        assert got.any(-1).all()
+
+
+def test_top_p_filter_keeps_a_tie_at_the_cut():
+    logits = jnp.log(jnp.array([[0.4, 0.2, 0.2, 0.2]]))
+    kept = np.asarray(top_p_filter(logits, 0.5)) > -1e29
+    np.testing.assert_array_equal(kept, [[True, True, True, True]])
+    kept = np.asarray(top_p_filter(logits, 0.39)) > -1e29
+    np.testing.assert_array_equal(kept, [[True, False, False, False]])
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "stops"))
