@@ -45,6 +45,70 @@ def small_from_scratch(config) -> None:
     t.log_every = 50
 
 
+def small_catalogue(config) -> None:
+    """The whole measured recipe for a catalogue of a few thousand items on 2 CPU cores: index,
+    model, tasks, SFT, Direct-mode eval and SRPO (ML-100k's, where every choice below was measured,
+    docs/results.md "ml100k"; configs/office.py and configs/industrial.py apply it unchanged, their
+    figures are the "office" / "industrial" rows there). Dataset configs set data fields first and
+    may override after.
+    """
+    # --- index (issue 10 owner): text+collaborative embeddings, 2 balanced levels x 32 codes, then
+    # one item-unique token. Measured with a small from-scratch generator (baselines.md): test
+    # R@10 0.132 / N@10 0.059 (SASRec's level) vs 0.100 / 0.045 for 3x32 + rank suffix and 0.085
+    # for text-only 3x32; 32 codes because 1,682 items over 256 codes leave ~6 items per code.
+    config.index.embedding = "text+collaborative"
+    config.index.codes_per_level = (32, 32)
+    config.index.collision = "item_token"
+    # --- model, tasks, train (SFT owner): the measured small-model recipe (baselines.md): a
+    # from-scratch Qwen3 2 layers x 64 wide, trained mostly on dense seqrec windows (every item of
+    # a 21-item window is a target), lr 2e-3 warm-up + cosine, many small fast updates, and the
+    # best-validation checkpoint kept (a constant lr overfits after a few minutes).
+    small_from_scratch(config)
+    # The prompt tasks and the reasoning chains at a small share (~10% of the tokens): the model is
+    # too small to gain Direct-mode accuracy from them, but they teach the formats later stages use.
+    config.tasks.examples = {"seqrec": 0, "item2index": 300, "index2item": 300, "fusionseqrec": 200,
+                             "itemsearch": 200, "preferenceobtain": 100}
+    # Reasoning chains at 0.3 reasoning batches per alignment batch (GREAM's linear ramp; ~19% of
+    # the steps), 2,000 chains, 300 more steps so the alignment stream keeps its ~1,550 steps
+    # (docs/results.md "Reasoning mode that works", session 12): at the recipe's 0.03 the model saw
+    # ~250 chains and wrote 10-token fragments in Reasoning mode (test R@10 .023, 128 users).
+    config.tasks.reasoning_ratio = 0.3
+    config.tasks.reasoning_examples = 2000
+    config.train.steps = 1900
+    config.eval.reasoning_budget = 512     # a chain is ~400 tokens; 192 would cut most of them
+    config.train.max_minutes = 0.0
+    config.train.checkpoint_every = 125
+    config.train.eval_every = 125
+    # The next-item head (as configs/beauty.py; docs/results.md "next-item head"): an all-items
+    # softmax at each SID's first code in training, and Direct mode's 50 beam items re-ranked by
+    # log P(item) + 2 log q(item). On ML-100k the change is within noise (fresh `all`, seeds 0 / 1:
+    # test R@10 / N@10 .1368 / .0677 and .1294 / .0630, against .1336 / .0669 and .1315 / .0661
+    # without it; s.e. .011 / .006); on Beauty, where the standard error is 7x smaller, it lifts
+    # test R@10 from .0523 to .0642.
+    config.train.next_item_weight = 1.0
+    config.eval.item_head_weight = 2.0
+    config.eval.beam_size = 50
+    # --- rl (issue 12 owner): Direct-mode SRPO bounded to 10 min (direct_srpo).
+    direct_srpo(config)
+    config.rl.eval_every = 10
+    config.rl.checkpoint_every = 10
+
+
+def small_catalogue_smoke(config) -> None:
+    """`small_catalogue` shrunk for `:smoke` (about three minutes on a 2-core CPU for ML-100k): 150
+    updates with no intermediate validation, three RL steps, beam 20."""
+    t = config.train
+    t.steps = 150
+    t.max_minutes = 0.0
+    t.warmup_steps = 20
+    t.log_every = 25
+    t.checkpoint_every = 75
+    t.eval_every = 0
+    t.eval_users = 200
+    shrink_srpo_for_smoke(config)
+    config.eval.beam_size = 20
+
+
 def direct_srpo(config) -> None:
     """SRPO in Direct mode (the SID alone) for the small model on a 2-core CPU: reasoning rollouts of
     ~500-token chains x 10 per prompt do not fit. G = 10 as in GREAM; a learning rate scaled for the
