@@ -48,9 +48,9 @@ def small_from_scratch(config) -> None:
 def small_catalogue(config) -> None:
     """The whole measured recipe for a catalogue of a few thousand items on 2 CPU cores: index,
     model, tasks, SFT, Direct-mode eval and SRPO (ML-100k's, where every choice below was measured,
-    docs/results.md "ml100k"; configs/office.py and configs/industrial.py apply it unchanged, their
-    figures are the "office" / "industrial" rows there). Dataset configs set data fields first and
-    may override after.
+    docs/results.md "ml100k"; configs/office.py and configs/industrial.py apply it as it is, with
+    SFT validation on a 2,000-user subset; their figures are the "office" / "industrial" rows there).
+    Dataset configs set their data fields first and may override after.
     """
     # --- index (issue 10 owner): text+collaborative embeddings, 2 balanced levels x 32 codes, then
     # one item-unique token. Measured with a small from-scratch generator (baselines.md): test
