@@ -53,9 +53,10 @@ def top_p_filter(logits: jax.Array, top_p) -> jax.Array:
     No sort: a token is in the nucleus iff its probability is at least t*, the largest t with
     mass(p >= t) >= top_p, and t* is found by bisection on the float32 bit pattern of t (which
     orders non-negative floats like their values), so 31 masked row sums over [n, V] pin it down
-    exactly. Sorting every row every step cost 5-15x more than the decode step itself on CPU
-    (docs/benchmarks.md "infer: the nucleus filter"); the kept set is the sort's (`top_p_filter_sorted`).
-    """
+    exactly. Sorting every row every step cost 2-5x the whole decode step of the small CPU model
+    (docs/benchmarks.md "infer: the nucleus filter"). The kept set is the sort's
+    (`top_p_filter_sorted`; they could differ only where float rounding of the mass decides a cut
+    that lands exactly on top_p)."""
     logits = logits.astype(jnp.float32)
     probs = jax.nn.softmax(logits, axis=-1)
     as_bits = lambda x: jax.lax.bitcast_convert_type(x, jnp.int32)
