@@ -92,16 +92,11 @@ def get_config(arg: str | None = None):
     config.rl.eval_users = 2000
     if arg == "smoke":
         config.name = "beauty_smoke"
-        recipes.shrink_srpo_for_smoke(config)
+        recipes.small_catalogue_smoke(config)
         config.train.steps = 100
-        config.train.max_minutes = 0.0
         config.train.warmup_steps = 10
-        config.train.log_every = 25
         config.train.checkpoint_every = 50
-        config.train.eval_every = 0
-        config.train.eval_users = 200
         config.train.final_eval_users = 500
-        config.eval.beam_size = 20
     elif arg not in (None, ""):
         raise ValueError(f"configs/beauty.py: unknown argument {arg!r}; use ':smoke' or nothing")
     return config
