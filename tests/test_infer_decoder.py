@@ -165,3 +165,21 @@ def test_direct_candidates_fused_on_the_host_equal_the_jitted_rerank(model):
         np.testing.assert_allclose(host.scores, np.asarray(fused.scores), atol=1e-4)
         orders.add(host.items.tobytes())
     assert len(orders) > 1                                           # the weights rank differently
+
+
+def test_reasoning_with_decode_windows_samples_what_the_full_cache_does(model):
+    """Decode windows (infer.windows) only skip masked cache slots: chains, answers and scores are the
+    full-cache program's, with windows ending before, at and after the rows' stops."""
+    m = model
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    tokens, mask = left_pad(prompts, 4, 3, PAD)
+    full = decoder.ReasoningSpec(budget=14, num_samples=2, beam_size=6, top_k=4, answer_open=m["vocab"] + 5,
+                                 think_close=THINK_CLOSE, pad_id=PAD)
+    for temperature in (1.0, 0.0):
+        ref = _reason(m, tokens, mask, full, jax.random.PRNGKey(5), temperature)
+        for step in (3, 8):
+            out = _reason(m, tokens, mask, full._replace(decode_window=step), jax.random.PRNGKey(5), temperature)
+            np.testing.assert_array_equal(np.asarray(out.think_tokens), np.asarray(ref.think_tokens))
+            np.testing.assert_array_equal(np.asarray(out.beams.items), np.asarray(ref.beams.items))
+            np.testing.assert_allclose(np.asarray(out.beams.scores), np.asarray(ref.beams.scores), atol=1e-4)
+            np.testing.assert_allclose(np.asarray(out.think_logprob), np.asarray(ref.think_logprob), atol=1e-4)

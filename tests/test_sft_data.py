@@ -111,3 +111,17 @@ def test_sft_split_holds_out_each_users_last_training_items():
     config.train.holdout_last_targets = -1
     with pytest.raises(ConfigError, match="config.train.holdout_last_targets=-1"):
         validate_config(config)
+
+
+def test_streams_that_drop_many_examples_are_warned_about_naming_the_field():
+    from gream_jax.train.sft_stage import dropped_examples_warnings
+    train_cfg = {"seq_len": 128, "reasoning_seq_len": 512}
+    stats = {"alignment": {"examples": 1000, "dropped": 3},                 # 0.3%: fine
+             "reasoning": {"examples": 822, "dropped": 1178}}               # Industrial at 512: 59%
+    (message,) = dropped_examples_warnings(stats, train_cfg)
+    assert "1178 of 2000" in message and "59%" in message
+    assert "config.train.reasoning_seq_len=512" in message
+    assert dropped_examples_warnings({"alignment": {"examples": 90, "dropped": 10}}, train_cfg)[0].count(
+        "config.train.seq_len=128") == 1
+    assert dropped_examples_warnings({"alignment": {"examples": 10, "dropped": 0}, "reasoning": None},
+                                     train_cfg) == []

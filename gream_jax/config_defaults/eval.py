@@ -38,6 +38,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.temperature = 0.7        # 0 = greedy; the release samples at 0.7 / top-p 0.9
     c.top_p = 0.9
     c.num_samples = 1          # reasoning chains per user; > 1 also reports pass@k
+    # Reasoning chains are decoded over growing attention windows of this many KV-cache slots
+    # (gream_jax/infer/windows.py): the same tokens, early steps read only the slots written so
+    # far; each window compiles its own loop body. 0 = every step reads the whole cache.
+    c.decode_window = 128
     c.seed_offset = 0          # reasoning rng = config.seed + seed_offset
     c.head_share = 0.2         # popularity bias: share of the catalogue counted as "head"
     return c
@@ -60,7 +64,7 @@ def validate(config) -> None:
         bad("beam_size", f"must be >= config.eval.top_k={e.top_k} (the beam holds the K items returned)")
     if not e.ks or any(k < 1 or k > e.top_k for k in e.ks):
         bad("ks", f"every K must be in [1, config.eval.top_k={e.top_k}]")
-    for field in ("max_batch", "reasoning_users", "seed_offset"):
+    for field in ("max_batch", "reasoning_users", "seed_offset", "decode_window"):
         if e[field] < 0:
             bad(field, "must be >= 0")
     for field in ("memory_budget_mb", "prompt_bucket", "reasoning_budget", "num_samples"):

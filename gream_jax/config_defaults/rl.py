@@ -50,6 +50,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.top_p = 1.0
     c.max_think_tokens = 512        # reasoning mode: budget for `<think>…</think>` rewrite `<answer>`
     c.constrained_answer = True     # False restores the release's free SID sampling after <answer>
+    c.decode_window = 128           # reasoning rollouts: attention windows (as config.eval.decode_window)
     # Reward and advantage
     c.reward_levels = 0             # semantic levels for sqrt(l / levels); 0 = from the SID artifact
     c.reward_cap = 0.95             # credit for a non-exact answer never exceeds this
@@ -116,7 +117,7 @@ def validate(config) -> None:
         if not isinstance(r[field], int) or r[field] < 1:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a positive int")
     for field in ("max_resample_rounds", "warmup_steps", "eval_every", "checkpoint_every",
-                  "eval_users", "reward_levels", "beam_size", "prompt_positions"):
+                  "eval_users", "reward_levels", "beam_size", "prompt_positions", "decode_window"):
         if not isinstance(r[field], int) or r[field] < 0:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a non-negative int")
     if r.group_size < 2:

@@ -27,11 +27,13 @@ import jax.numpy as jnp
 from gream_jax.index.trie import DeviceTrie
 from gream_jax.infer.beam import BeamResult, constrained_beam_search, item_head_logq, rerank_with_item_head
 from gream_jax.infer.sampling import sample_tokens
+from gream_jax.infer.windows import attention_windows
 from gream_jax.model import api
 
 
 def _step_fn(model_cfg):
-    return lambda params, tokens, cache: api.decode_step(params, model_cfg, tokens, cache)
+    return lambda params, tokens, cache, attend_len=None: api.decode_step(params, model_cfg, tokens, cache,
+                                                                         attend_len)
 
 
 def _prefill_and_beam(params, tokens, mask, trie, model_cfg, beam_size: int, keep: int, cache_len: int):
@@ -87,6 +89,9 @@ class ReasoningSpec(NamedTuple):
     # End-of-turn ids (`<|im_end|>`, EOS): a chain that ends its turn without `<answer>` stops
     # there and gets `</think>`/`<answer>` appended, like one that runs out of budget.
     end_tokens: tuple = ()
+    # Decode windows (`infer.windows`): the chain's early steps read only the first multiples of
+    # this many cache slots (config.eval.decode_window); 0 reads the whole cache every step.
+    decode_window: int = 0
 
 
 class ReasoningOutput(NamedTuple):
@@ -117,8 +122,8 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
 
     text = sample_tokens(step, params, logits, cache, rng, max_new_tokens=spec.budget,
                          stop_tokens=(spec.answer_open,) + tuple(spec.end_tokens),
-                         temperature=temperature, top_p=top_p,
-                         pad_id=spec.pad_id, trie=trie)
+                         temperature=temperature, top_p=top_p, pad_id=spec.pad_id, trie=trie,
+                         windows=attention_windows(cache_len, spec.decode_window, first_slot=tokens.shape[1]))
     cache = text.cache
     keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
     last = jnp.take_along_axis(text.tokens, jnp.maximum(text.lengths - 1, 0)[:, None], axis=1)[:, 0]

@@ -236,7 +236,8 @@ def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
     return decoder.ReasoningSpec(budget=int(ev.reasoning_budget), num_samples=int(ev.num_samples),
                                  beam_size=int(ev.beam_size), top_k=int(ev.top_k),
                                  answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],
-                                 pad_id=int(tokenizer.pad_id), end_tokens=tuple(sorted(end)))
+                                 pad_id=int(tokenizer.pad_id), end_tokens=tuple(sorted(end)),
+                                 decode_window=int(ev.decode_window))
 
 
 def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from gream_jax.index.trie import DeviceTrie
+from gream_jax.infer.windows import windowed_while_loop
 
 NEG_INF = -1e30
 
@@ -110,7 +111,7 @@ def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p):
 
 def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, rng: jax.Array,
                   *, max_new_tokens: int, stop_tokens: Sequence[int], temperature, top_p,
-                  pad_id: int, trie: DeviceTrie | None = None) -> TextSample:
+                  pad_id: int, trie: DeviceTrie | None = None, windows: Sequence[int] = ()) -> TextSample:
     """Samples up to `max_new_tokens` per row, stopping a row at its first stop token.
 
     A `lax.while_loop` that ends early once every row has stopped; the cache is carried (and so
@@ -118,6 +119,8 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
     tracks where it stands in the SID trie and draws from that model's own distribution
     (`model.trie_softmax.mask_logits`): an SID begun in the text is continued among its node's
     children, and inner SID tokens never appear elsewhere.
+    windows (static, `infer.windows.attention_windows`): the early steps read only the cache
+    slots written so far; step_fn must then accept `attend_len=` and the cache have `.index`.
     """
     n = first_logits.shape[0]
     stops = jnp.asarray(tuple(stop_tokens), jnp.int32).reshape(-1)
@@ -129,7 +132,7 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
         t, done = c[0], c[3]
         return (t < max_new_tokens) & ~done.all()
 
-    def body(c):
+    def body(c, attend_len):
         t, out, out_lp, done, logits, cache, rng, state = c
         rng, key = jax.random.split(rng)
         if grammar:
@@ -141,13 +144,15 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
         out = out.at[:, t].set(tok)
         out_lp = out_lp.at[:, t].set(jnp.where(done, 0.0, lp))
         done = done | (tok[:, None] == stops[None, :]).any(-1)
-        logits, cache = step_fn(params, tok, cache)
+        logits, cache = (step_fn(params, tok, cache) if attend_len is None
+                         else step_fn(params, tok, cache, attend_len=attend_len))
         return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng, state
 
     init = (jnp.int32(0), jnp.full((n, max_new_tokens), pad_id, jnp.int32),
             jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
             first_logits.astype(jnp.float32), cache, rng, jnp.full((n,), -1, jnp.int32))
-    _, out, out_lp, done, logits, cache, _, _ = jax.lax.while_loop(cond, body, init)
+    _, out, out_lp, done, logits, cache, _, _ = windowed_while_loop(cond, body, init, lambda c: c[5].index,
+                                                                    windows)
     is_stop = (out[..., None] == stops).any(-1)
     first_stop = jnp.argmax(is_stop, axis=-1)
     lengths = jnp.where(done, first_stop + 1, max_new_tokens).astype(jnp.int32)

@@ -139,13 +139,19 @@ def cache_shardings(model_cfg: ModelConfig, mesh: Mesh, batch: int, max_len: int
                    positions=named_sharding(mesh, ("batch",), (batch,), rules))
 
 
-def _extend(params, model_cfg, tokens, attention_mask, cache: KVCache):
-    """Writes s new tokens at cache.index for every row; returns last-token logits [b, V]."""
+def _extend(params, model_cfg, tokens, attention_mask, cache: KVCache, attend_len: int | None = None):
+    """Writes s new tokens at cache.index for every row; returns last-token logits [b, V].
+
+    attend_len (static): attention reads only the cache's first attend_len slots (the attention
+    mask is that wide, and `layers.Attention` slices the cache to the mask). The caller
+    guarantees cache.index + s <= attend_len, so no valid slot is left out and the result is the
+    full-cache result; `gream_jax.infer.windows` runs decode loops that way."""
     s = tokens.shape[1]
     attention_mask = attention_mask.astype(jnp.int32)
     positions = cache.positions[:, None] + jnp.maximum(jnp.cumsum(attention_mask, -1) - 1, 0)
     slot_valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask > 0, (0, cache.index))
-    mask = cache_mask(slot_valid, cache.index, s)
+    seen = slot_valid if attend_len is None or attend_len >= slot_valid.shape[1] else slot_valid[:, :attend_len]
+    mask = cache_mask(seen, cache.index, s)
     logits, (k, v) = Decoder(model_cfg).apply(
         {"params": params}, tokens, positions, mask, cache_kv=(cache.k, cache.v),
         write_index=cache.index, head="last")
@@ -162,10 +168,14 @@ def prefill(params: Params, model_cfg: ModelConfig, tokens, attention_mask, cach
     return _extend(params, model_cfg, tokens, attention_mask, cache)
 
 
-def decode_step(params: Params, model_cfg: ModelConfig, tokens, cache: KVCache):
-    """tokens [b] (one new token per row) -> (next-token logits [b, V], cache)."""
+def decode_step(params: Params, model_cfg: ModelConfig, tokens, cache: KVCache, attend_len: int | None = None):
+    """tokens [b] (one new token per row) -> (next-token logits [b, V], cache).
+
+    attend_len (static, optional): read only the cache's first attend_len slots; needs
+    cache.index < attend_len (see `_extend`). A step's cost grows with the slots it reads, so
+    decode loops that know how far they have written pass the smallest window that covers it."""
     return _extend(params, model_cfg, tokens[:, None], jnp.ones((tokens.shape[0], 1), jnp.int32),
-                   cache)
+                   cache, attend_len)
 
 
 def reorder_cache(cache: KVCache, indices) -> KVCache:

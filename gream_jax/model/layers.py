@@ -179,6 +179,9 @@ class Attention(nn.Module):
             cache = (ck, cv)
             layer_k = jax.lax.dynamic_index_in_dim(ck, layer_index, 0, keepdims=False)  # [b, K, T, hd]
             layer_v = jax.lax.dynamic_index_in_dim(cv, layer_index, 0, keepdims=False)
+            seen = mask.shape[-1]   # a decode window (api._extend): attend over the first `seen` slots only
+            if seen < layer_k.shape[2]:
+                layer_k, layer_v = layer_k[:, :, :seen], layer_v[:, :, :seen]
             out = attend_cached(q, layer_k.astype(q.dtype), layer_v.astype(q.dtype), mask, cfg)
         out = constrain(out, ("batch", "length", "heads", "head_dim"), cfg.rules)
         y = self._proj("o_proj", (H, hd), (d,), ("heads", "head_dim"), ("embed",), False)(out)

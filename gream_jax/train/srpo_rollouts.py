@@ -35,6 +35,7 @@ import numpy as np
 
 from gream_jax.index.trie import DeviceTrie
 from gream_jax.infer import sampling
+from gream_jax.infer.windows import attention_windows, windowed_while_loop
 from gream_jax.model import api as model_api
 from gream_jax.model import trie_softmax
 
@@ -57,6 +58,9 @@ class RolloutSpec:
     answer_open: int = -1
     answer_close: int = -1
     end_ids: tuple[int, ...] = ()  # end-of-turn / EOS: end a THINK row as malformed
+    # Decode windows (`infer.windows`): early steps read only the first multiples of this many
+    # cache slots; 0 reads the whole cache at every step. Same tokens either way.
+    decode_window: int = 0
 
     @property
     def response_len(self) -> int:
@@ -100,14 +104,16 @@ def generate(params, model_cfg, spec: RolloutSpec, trie: DeviceTrie, level_code,
     b, lp = prompt_tokens.shape
     cache = model_api.init_cache(model_cfg, b, lp + spec.response_len)
     logits, cache = model_api.prefill(params, model_cfg, prompt_tokens, prompt_mask, cache)
-    step_fn = lambda p, tok, c: model_api.decode_step(p, model_cfg, tok, c)
-    return run_state_machine(step_fn, params, spec, trie, level_code, logits, cache, rng)
+    step_fn = lambda p, tok, c, attend_len=None: model_api.decode_step(p, model_cfg, tok, c, attend_len)
+    windows = attention_windows(lp + spec.response_len, spec.decode_window, first_slot=lp)
+    return run_state_machine(step_fn, params, spec, trie, level_code, logits, cache, rng, windows)
 
 
 def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, level_code, first_logits,
-                      cache, rng):
+                      cache, rng, windows=()):
     """The decoding loop of `generate`, generic over the decoder (like `infer.sampling`):
-    step_fn(params, tokens [b], cache) -> (logits [b, V], cache); first_logits [b, V] follow the prompt."""
+    step_fn(params, tokens [b], cache) -> (logits [b, V], cache); first_logits [b, V] follow the prompt.
+    windows: `infer.windows.attention_windows` (step_fn then takes `attend_len=`)."""
     b = first_logits.shape[0]
     r, big_l = spec.response_len, spec.sid_max_len
     start_phase = SID if spec.mode == "direct" else THINK
@@ -128,7 +134,7 @@ def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, leve
     def cond(s):
         return (s["t"] < r) & jnp.any(s["phase"] != DONE)
 
-    def body(s):
+    def body(s, attend_len):
         rng, k_free, k_sid = jax.random.split(s["rng"], 3)
         phase, logits = s["phase"], s["logits"]
         free_logits = trie_softmax.mask_logits(trie, logits, s["grammar"]) if grammar else logits
@@ -194,14 +200,15 @@ def run_state_machine(step_fn, params, spec: RolloutSpec, trie: DeviceTrie, leve
 
         tokens = s["tokens"].at[:, s["t"]].set(jnp.where(emit, token, spec.pad_id))
         mask = s["mask"].at[:, s["t"]].set(emit.astype(jnp.int32))
-        logits, cache = step_fn(params, token, s["cache"])
+        logits, cache = (step_fn(params, token, s["cache"]) if attend_len is None
+                         else step_fn(params, token, s["cache"], attend_len=attend_len))
         return dict(t=s["t"] + 1, logits=logits.astype(jnp.float32), cache=cache, rng=rng, phase=new_phase, node=node,
                     depth=depth, n_think=n_think, saw_open=saw_open, saw_close=saw_close,
                     tags_ok=tags_ok, sid_ok=sid_ok, answered=answered, tokens=tokens, mask=mask,
                     codes=codes,
                     grammar=trie_softmax.next_state(trie, s["grammar"], token) if grammar else s["grammar"])
 
-    out = jax.lax.while_loop(cond, body, state)
+    out = windowed_while_loop(cond, body, state, lambda s: s["cache"].index, windows)
     well_formed = out["tags_ok"] & out["sid_ok"] & out["answered"]
     codes = jnp.where(well_formed[:, None], out["codes"], -1)
     return dict(tokens=out["tokens"], mask=out["mask"], codes=codes, well_formed=well_formed)

@@ -47,7 +47,8 @@ def rollout_spec(config, tokenizer, sids, mode: str) -> RolloutSpec:
     lengths = np.asarray(sids.lengths)
     base = dict(mode=mode, sid_max_len=int(sids.codes.shape[1]), sid_min_len=int(lengths.min()),
                 max_think_tokens=int(config.rl.max_think_tokens), temperature=float(config.rl.temperature),
-                top_p=float(config.rl.top_p), pad_id=int(tokenizer.pad_id))
+                top_p=float(config.rl.top_p), pad_id=int(tokenizer.pad_id),
+                decode_window=int(config.rl.decode_window) if mode == "reasoning" else 0)
     if mode == "direct":   # the trie is the Direct-mode decoder: the answer is always constrained
         return RolloutSpec(constrained_answer=True, **base)
     tags = special_token_ids(tokenizer)
