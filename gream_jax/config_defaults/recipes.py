@@ -152,6 +152,18 @@ def reasoning_srpo(config) -> None:
     config.eval.reasoning_budget = max(int(config.eval.reasoning_budget), r.max_think_tokens)
 
 
+def long_reasoning_chains(config) -> None:
+    """Room for the reasoning chains of catalogues with long titles and category paths (Beauty,
+    Industrial; docs/results.md "Session 14"). A chain quotes five history items with their titles
+    and attributes: its response is ~400 tokens on ML-100k and Office but 452 (p99 608) on Beauty and
+    509 (p99 610) on Industrial, so at reasoning_seq_len 512 36% and 59% of the chains were longer
+    than a row and skipped, and a 512-token eval budget cut the rest short."""
+    config.train.reasoning_seq_len = 768
+    config.model.max_position_embeddings = 1024
+    config.eval.reasoning_budget = 640
+    config.rl.max_think_tokens = 640
+
+
 def shrink_srpo_for_smoke(config) -> None:
     """Three RL steps of 8 prompts, no intermediate validation or time bound (`:smoke` configs)."""
     r = config.rl
