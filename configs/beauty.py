@@ -43,10 +43,10 @@ def get_config(arg: str | None = None):
     config.index.codes_per_level = (64, 64)
     config.index.collision = "item_token"
     # --- model, tasks, train: the ML-100k small-model recipe (2 layers x 64, dense seqrec windows,
-    # prompt tasks and reasoning at a small share, level softmax), 64 rows x 128 tokens per update
-    # (~370 dense windows; an epoch of 22k users is ~60 updates), 1,600 updates (~30 min on an
-    # idle 2-core CPU at 64 wide, 33 min at the 128 set below); validation every 200 updates on a
-    # fixed 2,000-user subset (all 22k users x beam 50 take ~4 min per pass).
+    # prompt tasks at a small share, level softmax), 64 rows x 128 tokens per update (~370 dense
+    # windows; an epoch of 22k users is ~60 updates), 1,950 updates with the reasoning chains set
+    # below; validation every 200 updates on a fixed 2,000-user subset (all 22k users x beam 50
+    # take ~4 min per pass).
     recipes.small_from_scratch(config)
     # Twice the recipe's width (docs/results.md "session 9"): 2 layers x 128 (4 heads x 32, MLP 512).
     # Same data, index, seed and schedule, all 22,363 users, valid / test N@10: .0486 / .0363 at 64
@@ -65,12 +65,22 @@ def get_config(arg: str | None = None):
     config.tasks.examples = {"seqrec": 0, "item2index": 500, "index2item": 500, "fusionseqrec": 300,
                              "itemsearch": 300, "preferenceobtain": 100}
     config.train.batch_size = 64
-    config.train.steps = 1600
-    config.train.max_minutes = 75.0   # measured: 33 min of training for the 1,600 updates on an idle 2-core CPU
+    config.train.steps = 1950         # 1,600 alignment-stream updates + the reasoning batches (below)
+    config.train.max_minutes = 0.0    # 95 min for the 1,950 updates beside two or three other jobs (1,600
+                                      # updates without the chains: 33 min on an idle 2-core CPU)
     config.train.checkpoint_every = 200
     config.train.eval_every = 200
     config.train.eval_users = 2000   # ~20 s per validation at beam 50; the 1,000-user subset misled twice
     config.train.final_eval_users = 4000
+    # Reasoning chains as in ML-100k's recipe (ratio 0.3, 2,000 chains; 350 more updates keep the
+    # alignment stream's ~1,600), with room for Beauty's longer chains (recipes.long_reasoning_chains:
+    # at 512-token rows 36% were skipped). docs/results.md "Session 14": Reasoning mode on 1,000
+    # users went from test R@10 / N@10 .0070 / .0042 (ratio 0.03, 600 chains: 10-token fragments) to
+    # .0320 / .0157 (paired N@10 +.0115, s.e. .0035); Direct mode unchanged within noise (all 22,363 users, SFT alone: test
+    # .0474 / .0687 / .0331 / .0400 R@5 / R@10 / N@5 / N@10, paired N@10 +.0002, s.e. .0006).
+    config.tasks.reasoning_ratio = 0.3
+    config.tasks.reasoning_examples = 2000
+    recipes.long_reasoning_chains(config)
     # The next-item head (docs/results.md "next-item head"): an all-items softmax at each SID's
     # first code in training (weight 1), and Direct mode's beam items re-ranked by
     # log P(item) + 2 log q(item). Same data, index and schedule, all 22,363 users, test R@10 /
