@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench_nucleus import add_sampling_args, random_qwen3   # a sibling script: run from the repo root as shown
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=160, help="chains decoded together (16 prompts x G 10)")
-    p.add_argument("--vocab", type=int, default=2752)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
+    add_sampling_args(p)
     p.add_argument("--prompt", type=int, default=144, help="prompt width (slots filled before the chain)")
     p.add_argument("--tokens", type=int, default=512, help="tokens sampled per row (the reasoning budget)")
     p.add_argument("--window_steps", default="0,64,128,256")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top_p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
 
@@ -44,19 +40,12 @@ def main():
     from gream_jax.infer import sampling
     from gream_jax.infer.windows import attention_windows
     from gream_jax.model import api
-    from gream_jax.model.config import ModelConfig
 
     cache_len = args.prompt + args.tokens + 8
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; rows {args.rows}, vocab {args.vocab}, "
           f"{args.layers} x {args.hidden} model, prompt {args.prompt}, {args.tokens} tokens, cache {cache_len}")
-    key = jax.random.PRNGKey(args.seed)
-    heads = max(1, args.hidden // 16)
-    cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                      num_layers=args.layers, num_heads=heads, num_kv_heads=heads, head_dim=16,
-                      max_position_embeddings=cache_len, architecture="qwen3", qk_norm=True)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
-    params = api.init_params(cfg, key, mesh)
-    prompt = jax.random.randint(key, (args.rows, args.prompt), 0, args.vocab)
+    cfg, params = random_qwen3(args, cache_len)
+    prompt = jax.random.randint(jax.random.PRNGKey(args.seed), (args.rows, args.prompt), 0, args.vocab)
     step_fn = lambda p, t, c, attend_len=None: api.decode_step(p, cfg, t, c, attend_len)
     reference = None
     for step in (int(s) for s in args.window_steps.split(",")):

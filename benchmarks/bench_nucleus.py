@@ -21,17 +21,37 @@ import argparse
 import time
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The decode shape and sampler flags this script shares with bench_decode_window.py."""
     p.add_argument("--rows", type=int, default=160, help="chains decoded together (16 prompts x G 10)")
     p.add_argument("--vocab", type=int, default=2752)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--cache", type=int, default=640, help="KV cache slots (prompt + 512-token budget + answer)")
-    p.add_argument("--steps", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top_p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
+
+
+def random_qwen3(args, max_len: int):
+    """(config, params) of a random-weight Qwen3 of the flags' shape (heads of 16) on one device."""
+    import jax
+    import numpy as np
+
+    from gream_jax.model import api
+    from gream_jax.model.config import ModelConfig
+    heads = max(1, args.hidden // 16)
+    cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+                      num_layers=args.layers, num_heads=heads, num_kv_heads=heads, head_dim=16,
+                      max_position_embeddings=max_len, architecture="qwen3", qk_norm=True)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
+    return cfg, api.init_params(cfg, jax.random.PRNGKey(args.seed), mesh)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sampling_args(p)
+    p.add_argument("--cache", type=int, default=640, help="KV cache slots (prompt + 512-token budget + answer)")
+    p.add_argument("--steps", type=int, default=64)
     return p.parse_args()
 
 
@@ -51,7 +71,6 @@ def main():
 
     from gream_jax.infer import sampling
     from gream_jax.model import api
-    from gream_jax.model.config import ModelConfig
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; rows {args.rows}, vocab {args.vocab}, "
           f"{args.layers} x {args.hidden} model, cache {args.cache}, {args.steps} steps, "
@@ -73,12 +92,7 @@ def main():
         dt = _time(filter_loop, logits)
         print(f"filter alone, {name}: {dt * 1e3 / args.steps:.2f} ms/step")
 
-    heads = max(1, args.hidden // 16)
-    cfg = ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                      num_layers=args.layers, num_heads=heads, num_kv_heads=heads, head_dim=16,
-                      max_position_embeddings=args.cache, architecture="qwen3", qk_norm=True)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
-    params = api.init_params(cfg, key, mesh)
+    cfg, params = random_qwen3(args, args.cache)
     prompt = min(100, args.cache - args.steps)
     cache = api.init_cache(cfg, args.rows, args.cache)
     cache = cache.replace(index=jnp.int32(prompt), mask=cache.mask.at[:, :prompt].set(True),
