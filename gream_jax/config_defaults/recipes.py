@@ -155,9 +155,9 @@ def reasoning_srpo(config) -> None:
 def long_reasoning_chains(config) -> None:
     """Room for the reasoning chains of catalogues with long titles and category paths (Beauty,
     Industrial; docs/results.md "Session 14"). A chain quotes five history items with their titles
-    and attributes: its response is ~400 tokens on ML-100k and Office but 452 (p99 608) on Beauty and
-    509 (p99 610) on Industrial, so at reasoning_seq_len 512 36% and 59% of the chains were longer
-    than a row and skipped, and a 512-token eval budget cut the rest short."""
+    and attributes: its response averages 404 tokens on ML-100k and 280 on Office but 452 (p99 608)
+    on Beauty and 509 (p99 610) on Industrial, so at reasoning_seq_len 512 36% and 59% of the chains
+    were longer than a row and skipped, and the eval budget (512; Beauty's 192) cut long ones short."""
     config.train.reasoning_seq_len = 768
     config.model.max_position_embeddings = 1024
     config.eval.reasoning_budget = 640
