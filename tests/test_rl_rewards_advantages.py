@@ -116,6 +116,48 @@ def test_history_repeats_are_found_and_their_reward_replaced():
     np.testing.assert_allclose(np.asarray(out), [[-0.5, 0.816, -0.5]], rtol=1e-6)
 
 
+def test_window_reward_pays_the_best_discounted_item_of_the_window():
+    # 2 prompts x 3 answers over 3-code SIDs (the last code item-unique: 3 semantic levels).
+    # Prompt 0's window: target (1, 2, 7), then (4, 5, 9), then (1, 2, 8); weights 1, .8, .64.
+    # Prompt 1's window: target (3, 3, 3) and a padding slot (-1 codes, weight 0).
+    window = jnp.asarray([[[1, 2, 7], [4, 5, 9], [1, 2, 8]],
+                          [[3, 3, 3], [-1, -1, -1], [-1, -1, -1]]], jnp.int32)       # [P, W, L]
+    weights = jnp.asarray([[1.0, 0.8, 0.64], [1.0, 0.0, 0.0]])
+    pred = jnp.asarray([[[4, 5, 9], [1, 2, 8], [1, 2, 6]],
+                        [[3, 3, 4], [-1, -1, -1], [3, 3, 3]]], jnp.int32)
+    well = jnp.asarray([[True, True, True], [True, True, True]])
+    table = rw.credit_table(3, 3)                             # 0, .577, .816, .95
+    r, hits = jax.jit(lambda *a: rw.window_reward(rw.residual_reward, *a))(pred, well, window, weights, table)
+    # (4,5,9): exact second item -> .8; (1,2,8): exact third (.64) beats the target's prefix (.816)
+    # -> .816; (1,2,6): two codes of the target -> .816. Prompt 1: (3,3,4) two codes -> .816; an
+    # all -1 answer matches no padding slot -> 0; exact target -> 1.
+    np.testing.assert_allclose(np.asarray(r), [[0.8, 0.8164966, 0.8164966], [0.8164966, 0.0, 1.0]], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(hits), [[True, True, False], [False, False, True]])
+    # W = 1 with weight 1 is the plain reward.
+    r1, h1 = rw.window_reward(rw.exact_reward, pred, well, window[:, :1], weights[:, :1], table)
+    np.testing.assert_array_equal(np.asarray(r1), np.asarray(rw.exact_reward(pred, well, window[:, 0])))
+    np.testing.assert_array_equal(np.asarray(h1), np.asarray(rw.exact_hits(pred, well, window[:, 0])))
+    # The exact reward over the window: a later item pays its discount.
+    r2, _ = rw.window_reward(rw.exact_reward, pred, well, window, weights, table)
+    np.testing.assert_allclose(np.asarray(r2), [[0.8, 0.64, 0.0], [0.0, 0.0, 1.0]], rtol=1e-6)
+
+
+def test_future_window_config_is_checked():
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    for field, value, message in (("future_window", 0, "future_window=0"),
+                                  ("future_discount", 0.0, "future_discount=0.0"),
+                                  ("future_discount", 1.5, "future_discount=1.5")):
+        config = base_config()
+        config.rl[field] = value
+        with pytest.raises(ConfigError, match=message):
+            validate_config(config)
+    config = base_config()
+    config.rl.mode, config.rl.credit_assignment, config.rl.future_window = "direct", "level", 3
+    with pytest.raises(ConfigError, match="future_window=3 needs"):
+        validate_config(config)
+
+
 def test_repeat_penalty_config_is_checked():
     from gream_jax.config_defaults import base_config
     from gream_jax.config_defaults.base import ConfigError, validate_config

@@ -114,6 +114,19 @@ def test_prompt_pool_uses_training_parts_only_and_resumes():
     assert target == 7
 
 
+def test_future_window_holds_the_next_training_items_and_their_discounts():
+    train = [np.array([5, 6, 7, 9]), np.array([1, 2])]
+    ids, weights = srpo_batch.future_window(train, (0, 1), window=3, discount=0.5)
+    np.testing.assert_array_equal(ids, [6, 7, 9])
+    np.testing.assert_allclose(weights, [1.0, 0.5, 0.25])
+    ids, weights = srpo_batch.future_window(train, (0, 3), window=3, discount=0.5)  # the last training item
+    np.testing.assert_array_equal(ids, [9, -1, -1])
+    np.testing.assert_allclose(weights, [1.0, 0.0, 0.0])
+    ids, weights = srpo_batch.future_window(train, (1, 1), window=1, discount=0.5)
+    np.testing.assert_array_equal(ids, [2])
+    np.testing.assert_allclose(weights, [1.0])
+
+
 def test_prompt_pool_last_positions_keeps_each_users_latest_targets():
     train = [np.array([5, 6, 7, 9]), np.array([8]), np.array([1, 2])]
     pool = srpo_batch.PromptPool(train, seed=0, last_positions=2)

@@ -64,6 +64,7 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     rl = config.rl
     rl.eval_every = 0
     rl.penalise_repeats, rl.repeat_reward = True, -0.5
+    rl.future_window = 3          # rewards against the next training items too (rewards.window_reward)
     validate_config(config)
     sft_params = _write_workdir(workdir, monkeypatch, config)
     summary = run_rl(config, workdir)

@@ -59,6 +59,11 @@ def defaults() -> ml_collections.ConfigDict:
     # item, yet the SFT model fills a quarter of its top 10 with them. Off in GREAM.
     c.penalise_repeats = False
     c.repeat_reward = 0.0
+    # Reward against the target and the user's next `future_window - 1` training items, slot w
+    # weighted future_discount ** w (rewards.window_reward: MovieLens users rate a session's films
+    # in no meaningful order); 1 = the target alone (GREAM).
+    c.future_window = 1
+    c.future_discount = 0.8
     c.reward_credits = ()           # explicit credits for l = 1, 2, ... (overrides the formula)
     c.pass_k = 4
     # "sequence" (GREAM): every token of an answer shares its advantage. "level" (Direct mode):
@@ -113,7 +118,7 @@ def validate(config) -> None:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
     for field in ("steps", "group_size", "batch_prompts", "mini_batch_prompts", "ppo_epochs",
                   "max_think_tokens", "pass_k", "micro_batch_sequences",
-                  "rollout_chunk_prompts"):
+                  "rollout_chunk_prompts", "future_window"):
         if not isinstance(r[field], int) or r[field] < 1:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be a positive int")
     for field in ("max_resample_rounds", "warmup_steps", "eval_every", "checkpoint_every",
@@ -164,5 +169,10 @@ def validate(config) -> None:
     if r.policy_item_head and not config.eval.item_head_weight > 0:
         raise ConfigError(f"config.rl.policy_item_head=True needs config.eval.item_head_weight > 0 (got "
                           f"{config.eval.item_head_weight}): that weight is the head's share of the policy")
+    if not 0 < r.future_discount <= 1:
+        raise ConfigError(f"config.rl.future_discount={r.future_discount}: must be in (0, 1]")
+    if r.future_window > 1 and r.credit_assignment == "level":
+        raise ConfigError(f"config.rl.future_window={r.future_window} needs config.rl.credit_assignment="
+                          "'sequence': the per-level reward-to-go is defined against one target")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")

@@ -113,6 +113,32 @@ def rank_penalised(rewards: jax.Array, hits: jax.Array, weight: float) -> jax.Ar
     return jnp.where(hits, rewards, rewards - weight * discount).astype(jnp.float32)
 
 
+def window_reward(reward_fn: Callable, pred_codes, well_formed, window_codes, window_weights,
+                  table) -> tuple[jax.Array, jax.Array]:
+    """Reward against a window of the user's next items (`config.rl.future_window`): `[P, G]`
+    rewards and `[P, G]` exact hits.
+
+    window_codes   [P, W, L] int32  SID codes of the target (w = 0) and the next W - 1 items of the
+                                    user's training sequence (-1 rows past its end)
+    window_weights [P, W]    float  discount of each window slot (gamma ** w; 0 for a padding row)
+
+    An answer earns the best discounted reward over the window, `max_w weight_w * reward(item_w)`,
+    and is a hit when it is exactly one of the window's items. Why: in MovieLens a user rates a
+    session's films in no meaningful order (many share a timestamp), so which of them comes next is
+    mostly chance, and a reward that pays only that one item calls a film the user rates two steps
+    later a miss. Caser trains on the next three items for the same reason. Every window item is
+    from the training part, so no validation or test target becomes a reward. W = 1 with weight 1
+    is the plain reward.
+    """
+    def one(codes_w):                                            # [P, L] -> [P, G]
+        return reward_fn(pred_codes, well_formed, codes_w, table), exact_hits(pred_codes, well_formed, codes_w)
+    per_slot, hit_slot = jax.vmap(one, in_axes=1, out_axes=0)(window_codes)        # [W, P, G]
+    weights = jnp.asarray(window_weights, jnp.float32).T[:, :, None]                # [W, P, 1]
+    rewards = jnp.max(per_slot * weights, axis=0)
+    hits = jnp.any(hit_slot & (weights > 0), axis=0)
+    return rewards.astype(jnp.float32), hits
+
+
 REWARDS: dict[str, Callable] = {"residual": residual_reward, "exact": exact_reward}
 
 

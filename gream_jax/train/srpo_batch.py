@@ -69,6 +69,18 @@ def history_and_target(train_sequences, pair, max_history: int) -> tuple[np.ndar
     return np.asarray(seq[max(0, i - max_history):i]), int(seq[i])
 
 
+def future_window(train_sequences, pair, window: int, discount: float) -> tuple[np.ndarray, np.ndarray]:
+    """The target and the next `window - 1` items of the user's training part, `[window]` item ids
+    (-1 past its end), and their reward weights `[window]` (discount ** w, 0 for a padding slot).
+    Only training items: the validation and test targets follow the training part."""
+    u, i = int(pair[0]), int(pair[1])
+    items = np.asarray(train_sequences[u][i:i + window], np.int64)
+    ids = np.full(window, -1, np.int64)
+    ids[:len(items)] = items
+    weights = np.where(ids >= 0, float(discount) ** np.arange(window), 0.0).astype(np.float32)
+    return ids, weights
+
+
 def collect_groups(draw: Callable[[int], dict], batch_prompts: int, dynamic: bool,
                    max_rounds: int, oversample: float) -> tuple[dict, dict]:
     """Runs rollout rounds until `batch_prompts` informative groups are kept.

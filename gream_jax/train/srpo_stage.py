@@ -29,7 +29,8 @@ from gream_jax import mesh as mesh_lib
 from gream_jax.train import advantages as adv_lib
 from gream_jax.train import rewards as rewards_lib
 from gream_jax.train import srpo
-from gream_jax.train.srpo_batch import PromptPool, collect_groups, history_and_target, update_batches
+from gream_jax.train.srpo_batch import (PromptPool, collect_groups, future_window, history_and_target,
+                                        update_batches)
 from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
 from gream_jax.utils.io import write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
@@ -100,6 +101,8 @@ class SrpoTrainer:
         self.params = params
         self.ref_params = _copy_tree(params, self.shardings)      # frozen: never passed to update
         reward_fn, credits = rewards_lib.get_reward(self.objective.reward), reward_table(config, sids)
+        self._window_fn = jax.jit(lambda codes, well, window_codes, weights: rewards_lib.window_reward(
+            reward_fn, codes, well, window_codes, weights, credits))
         if rl.rollout == "beam":     # the eval's decoder: re-ranked by the head at the eval's weight
             from gream_jax.train.srpo_beam import BeamRolloutRunner
             self.runner = BeamRolloutRunner(
@@ -148,6 +151,8 @@ class SrpoTrainer:
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
         out["target_codes"] = targets
+        if self.rl.future_window > 1:     # reward against the target and the user's next items
+            out["rewards"], out["hits"] = self._window_rewards(out, pairs)
         if self.rl.rank_penalty > 0:
             out["rewards"] = np.asarray(rewards_lib.rank_penalised(
                 jnp.asarray(out["rewards"]), jnp.asarray(out["hits"]), float(self.rl.rank_penalty)))
@@ -161,6 +166,20 @@ class SrpoTrainer:
         seen["well_formed"].append(out["well_formed"].reshape(-1))
         seen["tokens"] += int(out["response_mask"].sum())
         return out
+
+    def _window_rewards(self, out: dict, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards and hits `[n, G]` of the drawn groups against each prompt's future window
+        (rewards.window_reward); the runner scored them against the target alone."""
+        n = out["codes"].shape[0]           # the runner's groups: the drawn prompts, in order
+        codes = np.asarray(self.sids.codes)
+        win = [future_window(self.split.train, p, int(self.rl.future_window), float(self.rl.future_discount))
+               for p in pairs[:n]]
+        ids = np.stack([w for w, _ in win])                                          # [n, W]
+        window_codes = np.where(ids[..., None] >= 0, codes[np.maximum(ids, 0)], -1).astype(np.int32)
+        weights = np.stack([w for _, w in win])
+        rewards, hits = self._window_fn(jnp.asarray(out["codes"]), jnp.asarray(out["well_formed"]),
+                                        jnp.asarray(window_codes), jnp.asarray(weights))
+        return np.asarray(rewards), np.asarray(hits)
 
     def _repeats(self, answer_codes: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         """Which answers `[P, G, L]` name an item of their prompt's history: `[P, G]` bool
