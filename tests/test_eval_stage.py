@@ -86,6 +86,9 @@ def test_run_eval_writes_consistent_results(workdir, capsys):
             assert (np.diff(scores, axis=1) <= 1e-4).all()
             if mode == "reasoning":
                 assert "pass@1" in m and all(len(r["reasoning"]) == 2 for r in rows)
+                # step 4 checked against the answer (eval.chain_checks): an untrained model's chains
+                # rarely name a group, but the shares are always reported and lie in [0, 1]
+                assert 0.0 <= m["chain_names_group"] <= 1.0 and 0.0 < m["chance_group_correct"] <= 1.0
     assert os.path.exists(os.path.join(wd, "eval", "results.md"))
     assert summary["training_curves"] and os.path.getsize(os.path.join(wd, "eval", "training_curves.png")) > 1000
 

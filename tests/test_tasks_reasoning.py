@@ -7,7 +7,7 @@ from gream_jax.tasks.attributes import all_item_attributes
 from gream_jax.tasks.curriculum import is_reasoning_step, reasoning_probability, stream_plan
 from gream_jax.tasks.example import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from gream_jax.tasks.prompts import direct_prompt_ids, reasoning_prompt_ids
-from gream_jax.tasks.reasoning import build_reasoning_examples, chain_text, reason, related
+from gream_jax.tasks.reasoning import build_reasoning_examples, chain_text, named_group, reason, related
 from sft_toy import toy_world
 
 
@@ -133,3 +133,77 @@ def test_chain_text_writes_the_group_as_a_number_for_trie_softmax_models():
     exs = build_reasoning_examples(split, sids, items, attrs, 5, 20, 4, 0.8, np.random.default_rng(0),
                                    group_as_token=False)
     assert all(leftover(e.response) == [] for e in exs)
+
+
+def test_named_group_reads_step_4_back_in_both_forms():
+    split, sids, items, _ = toy_world()
+    attrs = all_item_attributes(items)
+    seq = split.train[0]
+    c = reason(seq[:6], int(seq[6]), attrs, sids, 0.8)
+    code = int(sids.codes[int(seq[6]), 0])
+    assert named_group(chain_text(c, items, attrs, sids, group_as_token=False)) == code
+    assert named_group(chain_text(c, items, attrs, sids, group_as_token=True)) == code
+    # A sampled chain whose step 4 lost the group, or that never reached step 4.
+    assert named_group("<think>Step 1, ...\nStep 4, recommendation: an item that is by 30.</think>") is None
+    assert named_group("<think>Step 1, behavioural evidence: ... semantic group 7") is None
+    # Only step 4 counts, not a group mentioned in another step.
+    assert named_group("Step 3, intent: the same semantic group\nStep 4, recommendation: from semantic group 12.") == 12
+
+
+def test_chain_group_metrics_by_hand():
+    from gream_jax.eval.chain_checks import chain_group_metrics
+    first = np.array([0, 0, 1, 1, 2])                       # items 0..4, their first codes
+    texts = ["Step 4, recommendation: an item from semantic group 1.",   # right group, answer in it
+             "Step 4, recommendation: an item from semantic group 0.",   # wrong group, answer not in it
+             "Step 4, recommendation: an item that is by 30.",          # names no group
+             "Step 4, recommendation: an item from semantic group 2."]  # right group, answer not in it
+    top = np.array([[2, 3, 0, -1], [4, 2, 0, 1], [0, 1, 2, 3], [0, 4, -1, -1]])
+    targets = np.array([3, 2, 0, 4])                         # groups 1, 1, 0, 2
+    m = chain_group_metrics(texts, top, targets, first, named_group)
+    assert m["chain_names_group"] == 0.75
+    assert m["chain_group_correct"] == pytest.approx(2 / 3)
+    assert m["answer_in_chain_group"] == pytest.approx(1 / 3)
+    # top-4 shares in the named group: user 0 [1, 1, 0, -] -> 2/4; user 1 [2, 1, 0, 0] -> 2/4; user 3 [0, 2] -> 1/4
+    assert m["top4_in_chain_group"] == pytest.approx((0.5 + 0.5 + 0.25) / 3)
+    assert m["chance_group_correct"] == pytest.approx((2 / 4) ** 2 + (1 / 4) ** 2 + (1 / 4) ** 2)
+    with pytest.raises(ValueError, match="one per user"):
+        chain_group_metrics(texts[:2], top, targets, first, named_group)
+
+
+def test_group_example_names_the_group_by_a_frequent_item_never_the_target_or_history():
+    """config.tasks.reasoning_group_example: step 4 writes a whole SID (so a trie-softmax model can
+    write it), of the target's group, the group's most frequent training item outside the target
+    and history; `named_group` reads the group back."""
+    from gream_jax.tasks.reasoning import group_examples, pick_group_example
+    split, sids, items, _ = toy_world(n_users=30)
+    attrs = all_item_attributes(items)
+    first = np.asarray(sids.codes)[:, 0]
+    examples = group_examples(split.train, first)
+    counts = np.bincount(np.concatenate(split.train), minlength=len(first))
+    for g, members in examples.items():
+        assert all(first[i] == g for i in members) and sorted(members) == sorted(np.flatnonzero(first == g))
+        assert all(counts[a] >= counts[b] for a, b in zip(members, members[1:]))
+    g = int(first[0])
+    assert pick_group_example(examples, g, []) == examples[g][0]
+    assert pick_group_example(examples, g, examples[g][:1]) == (examples[g][1] if len(examples[g]) > 1 else None)
+    assert pick_group_example(examples, g, examples[g]) is None
+    exs = build_reasoning_examples(split, sids, items, attrs, 40, 20, 4, 0.8, np.random.default_rng(0),
+                                   group_as_token=False, group_example=True)
+    named = 0
+    for e in exs:
+        target, history = e.items[-1], e.items[:-1]
+        step4 = e.response[e.response.index("Step 4"):e.response.index(THINK_CLOSE)]
+        assert named_group(e.response) == first[target]
+        shown = [i for i in range(len(items)) if sids.item_string(i) in step4]
+        if "semantic group of" in step4:
+            named += 1
+            assert len(shown) == 1 and first[shown[0]] == first[target]
+            assert shown[0] != target and shown[0] not in history
+    assert named > 30
+    # A vocabulary-softmax model keeps its lone group token; the switch is refused for it.
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    config = base_config()
+    config.model.sid_softmax, config.tasks.reasoning_group_example = "vocab", True
+    with pytest.raises(ConfigError, match="reasoning_group_example"):
+        validate_config(config)

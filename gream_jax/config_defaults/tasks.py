@@ -28,6 +28,11 @@ def defaults() -> ml_collections.ConfigDict:
     # Reasoning stream: examples drawn per epoch (-1 = all targets at positions 4..len-3).
     c.reasoning_examples = 2000
     c.reasoning_min_history = 4
+    # Step 4 of a chain names the target's semantic group by an example item's SID (the group's
+    # most frequent training item other than the target and the history) instead of its number;
+    # only for a trie / level softmax model (config.model.sid_softmax != "vocab", which writes the
+    # group token itself). tasks/reasoning.py chain_text.
+    c.reasoning_group_example = False
     c.recency_decay = 0.8         # preference aggregation weight per step back in the history
     # Curriculum over the two streams (pure function of the step).
     c.curriculum = "linear_ramp"  # one of CURRICULA
@@ -59,6 +64,11 @@ def validate(config) -> None:
         raise ConfigError(f"config.tasks.dense_stride={t.dense_stride}: must be >= 0")
     if not 0 < t.recency_decay <= 1:
         raise ConfigError(f"config.tasks.recency_decay={t.recency_decay}: must be in (0, 1]")
+    if not isinstance(t.reasoning_group_example, bool):
+        raise ConfigError(f"config.tasks.reasoning_group_example={t.reasoning_group_example!r}: must be True or False")
+    if t.reasoning_group_example and str(config.model.sid_softmax) == "vocab":
+        raise ConfigError("config.tasks.reasoning_group_example=True needs config.model.sid_softmax != 'vocab': a "
+                          "vocabulary-softmax model's chains name the group by its own SID token")
     if t.reasoning_min_history < 1:
         raise ConfigError(f"config.tasks.reasoning_min_history={t.reasoning_min_history}: must be >= 1")
     if not t.dense_seqrec and all(int(v) == 0 for v in t.examples.values()):

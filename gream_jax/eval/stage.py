@@ -24,12 +24,14 @@ from absl import logging
 
 from gream_jax import mesh as mesh_lib
 from gream_jax.eval import head_weight
+from gream_jax.eval.chain_checks import chain_group_metrics
 from gream_jax.eval import metrics as metrics_lib
 from gream_jax.eval import report
 from gream_jax.index.trie import Trie, build_trie
 from gream_jax.infer import batching, decoder
 from gream_jax.infer.recommender import (check_sid_softmax, device_trie, direct_candidates, rank_candidates,
                                          reasoning_spec, recommend_direct, recommend_reasoning, renormalise)
+from gream_jax.tasks.reasoning import named_group
 from gream_jax.utils import io
 from gream_jax.utils.logging import SummaryWriter
 
@@ -144,6 +146,8 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
         for k in ev.ks:
             if k <= ev.num_samples:
                 m[f"pass@{k}"] = metrics_lib.mean_pass_at_k(correct, k)
+        m.update(chain_group_metrics([t[0] for t in ranked.texts], ranked.items, targets,
+                                     np.asarray(sids.codes)[:, 0], named_group))
         m.update(users=len(users), users_per_s=len(users) / dt,
                  answered_rate=float(ranked.answered.mean()),
                  mean_reasoning_tokens=float(ranked.think_tokens.mean()))

@@ -13,6 +13,7 @@ Output: `<think>` stages 1-4 `</think>` rewrite `<answer>`SID`</answer>`.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -64,7 +65,8 @@ def _describe(item: int, items, attributes, sids) -> str:
     return f"{sids.item_string(item)} (\"{short_title(items[item], 50)}\"; {attrs})"
 
 
-def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: bool = True) -> str:
+def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: bool = True,
+               group_example: int | None = None) -> str:
     """The response text: think block with stages 1-4, the rewrite (stage 5), the answer.
 
     `group_as_token=False` writes the target's semantic group (its first SID code) as a number
@@ -73,6 +75,13 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     so after `<a_7>` it must spell a whole item and could never write the "." and `</think>` that
     follow the group here (every sampled chain then skipped `</think>`, and SRPO's format check
     paid it nothing).
+
+    `group_example` (with group_as_token=False; `config.tasks.reasoning_group_example`): an item of
+    the target's group (`group_examples`), written whole, names the group instead of its number:
+    "from the semantic group of <a_7><b_2><c_311>". Why: a number is text the model must learn to
+    map to the SID code `<a_7>` from the chains alone, and sampled chains named the right group at
+    chance level while the answer ignored it (docs/results.md "Session 15"); an item's SID starts
+    with the group's own token, which the answer can copy and which Direct mode's training shares.
     """
     n = len(chain.history)
     if chain.evidence:
@@ -93,7 +102,14 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     else:
         s3 = "Step 3, intent: no recent item stands out, so the intent is open."
     code = int(sids.codes[chain.target, 0])
-    group = sids.token(0, code) if group_as_token else str(code)
+    if group_as_token:
+        group = sids.token(0, code)
+    elif group_example is not None:
+        if int(sids.codes[group_example, 0]) != code:
+            raise ValueError(f"chain_text: group example {group_example} is not in the target's semantic group {code}")
+        group = f"of {sids.item_string(group_example)}"
+    else:
+        group = str(code)
     traits = ", ".join(chain.target_attributes[:4])
     s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
           else f"Step 4, recommendation: an item from semantic group {group}.")
@@ -102,24 +118,60 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
             f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
 
 
+# Step 4's group as `chain_text` writes it: a number or an example item's SID (trie / level
+# softmax), or the lone first-level SID token (vocabulary softmax).
+_STEP4_GROUP = re.compile(r"Step 4, recommendation:[^\n]*?semantic group (?:of )?(?:<a_)?(\d+)")
+
+
+def named_group(text: str) -> int | None:
+    """The semantic group (first SID code) a chain's step 4 names, or None when a sampled chain has
+    no well-formed step 4. The inverse of `chain_text`'s step 4, for `eval.chain_checks`."""
+    m = _STEP4_GROUP.search(text)
+    return int(m.group(1)) if m else None
+
+
+def group_examples(train_sequences, first_codes: np.ndarray) -> dict[int, list[int]]:
+    """Each semantic group's items, most frequent in the training parts first (ties by item id):
+    the candidates `pick_group_example` names a group by."""
+    counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in train_sequences] or [np.zeros(0, np.int64)]),
+                         minlength=len(first_codes))
+    order = sorted(range(len(first_codes)), key=lambda i: (-int(counts[i]), i))
+    out: dict[int, list[int]] = {}
+    for i in order:
+        out.setdefault(int(first_codes[i]), []).append(i)
+    return out
+
+
+def pick_group_example(examples: dict[int, list[int]], group: int, exclude) -> int | None:
+    """The most frequent item of `group` that is not in `exclude` (the target and the history: the
+    chain must neither name the answer nor point back at the history), or None if there is none."""
+    skip = set(int(i) for i in exclude)
+    return next((i for i in examples.get(int(group), []) if i not in skip), None)
+
+
 def reasoning_example(history, target, items, attributes, sids, decay, template: int,
-                      group_as_token: bool = True) -> Example:
+                      group_as_token: bool = True, examples: dict[int, list[int]] | None = None) -> Example:
     chain = reason(history, target, attributes, sids, decay)
     hist = ", ".join(sids.item_string(int(i)) for i in chain.history)
     prompt = chat_prompt(templates.REASONING[template].format(history=hist))
-    return Example("reasoning", prompt, chat_response(chain_text(chain, items, attributes, sids, group_as_token)),
-                   chain.history + (chain.target,))
+    example = (pick_group_example(examples, int(sids.codes[chain.target, 0]), chain.history + (chain.target,))
+               if examples is not None and not group_as_token else None)
+    text = chain_text(chain, items, attributes, sids, group_as_token, example)
+    return Example("reasoning", prompt, chat_response(text), chain.history + (chain.target,))
 
 
 def build_reasoning_examples(split, sids, items, attributes, count: int, max_history: int,
                              min_history: int, decay: float, rng: np.random.Generator,
-                             group_as_token: bool = True) -> list[Example]:
+                             group_as_token: bool = True, group_example: bool = False) -> list[Example]:
     """Targets at training positions >= min_history (the reference: 4 .. len-3 of the full sequence,
-    i.e. never the validation or test item), history = up to max_history items before."""
+    i.e. never the validation or test item), history = up to max_history items before.
+    group_example: step 4 names the group by an example item (`chain_text`)."""
     rows = training_targets(split.train, min_position=min_history)
+    examples = group_examples(split.train, np.asarray(sids.codes)[:, 0]) if group_example else None
     out = []
     for u, p in sample_rows(rows, count, rng):
         seq = split.train[u]
         out.append(reasoning_example(seq[max(0, p - max_history):p], int(seq[p]), items, attributes,
-                                     sids, decay, int(rng.integers(len(templates.REASONING))), group_as_token))
+                                     sids, decay, int(rng.integers(len(templates.REASONING))), group_as_token,
+                                     examples))
     return out
