@@ -90,6 +90,7 @@ def test_run_eval_writes_consistent_results(workdir, capsys):
                 # rarely name a group, but the shares are always reported and lie in [0, 1]
                 assert 0.0 <= m["chain_names_group"] <= 1.0 and 0.0 < m["chance_group_correct"] <= 1.0
     assert os.path.exists(os.path.join(wd, "eval", "results.md"))
+    assert "| split | names a group | group right (chance) |" in out       # the chain checks' table
     assert summary["training_curves"] and os.path.getsize(os.path.join(wd, "eval", "training_curves.png")) > 1000
 
 

@@ -168,6 +168,11 @@ def test_chain_group_metrics_by_hand():
     assert m["chance_group_correct"] == pytest.approx((2 / 4) ** 2 + (1 / 4) ** 2 + (1 / 4) ** 2)
     with pytest.raises(ValueError, match="one per user"):
         chain_group_metrics(texts[:2], top, targets, first, named_group)
+    from gream_jax.eval.chain_checks import chain_checks_markdown
+    table = chain_checks_markdown({"valid": {"direct": {"recall@5": 0.1}, "reasoning": dict(m, answered_rate=0.5)},
+                                   "test": {"direct": {"recall@5": 0.1}}})
+    assert "| valid | 0.750 | 0.667 (0.375) | 0.333 | 0.417 | 0.500 |" in table and "| test |" not in table
+    assert chain_checks_markdown({"test": {"direct": {"recall@5": 0.1}}}) == ""
 
 
 def test_group_example_names_the_group_by_a_frequent_item_never_the_target_or_history():

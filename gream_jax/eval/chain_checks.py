@@ -44,3 +44,26 @@ def chain_group_metrics(texts: Sequence[str], top_items: np.ndarray, targets: np
         out["answer_in_chain_group"] = float(np.mean(top_groups[has, 0] == named[has]))
         out[f"top{k}_in_chain_group"] = float(np.mean(top_groups[has] == named[has, None]))
     return out
+
+
+def chain_checks_markdown(results: dict) -> str:
+    """A table of the Reasoning-mode chain checks per split for `eval/results.md` ("" when no split
+    has them). results: {split: {mode: metrics}} as the eval stage returns them."""
+    rows = []
+    for which in sorted(results):
+        m = results[which].get("reasoning", {})
+        if "chain_names_group" not in m:
+            continue
+        top = next((k for k in m if k.startswith("top") and k.endswith("_in_chain_group")), None)
+        cell = lambda key: f"{m[key]:.3f}" if key in m else "-"          # noqa: E731
+        rows.append(f"| {which} | {cell('chain_names_group')} | {cell('chain_group_correct')} "
+                    f"({m['chance_group_correct']:.3f}) | {cell('answer_in_chain_group')} | "
+                    f"{cell(top) if top else '-'} | {cell('answered_rate')} |")
+    if not rows:
+        return ""
+    return ("\nReasoning chains, Step 4 against the answer (gream_jax/eval/chain_checks.py): share of chains "
+            "naming a group; of those, share whose group is the target's (a draw from the targets' group "
+            "distribution in brackets), whose top answer and top 10 come from it; chains that wrote "
+            "`<answer>` within the budget.\n\n"
+            "| split | names a group | group right (chance) | top answer in it | top 10 in it | answered |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")

@@ -24,7 +24,7 @@ from absl import logging
 
 from gream_jax import mesh as mesh_lib
 from gream_jax.eval import head_weight
-from gream_jax.eval.chain_checks import chain_group_metrics
+from gream_jax.eval.chain_checks import chain_checks_markdown, chain_group_metrics
 from gream_jax.eval import metrics as metrics_lib
 from gream_jax.eval import report
 from gream_jax.index.trie import Trie, build_trie
@@ -220,6 +220,7 @@ def run_eval(config, workdir: str) -> dict:
               f"trie-constrained beam {config.eval.beam_size}, top-{config.eval.top_k}"
               + _rerank_note(config, choice) + "; users/s includes jit compilation.\n\n")
     table = report.results_table(results, tuple(config.eval.ks), notes)
+    table += chain_checks_markdown(results)
     if choice is not None:
         table += "\n" + head_weight.sweep_markdown(choice, tuple(config.eval.ks), split.n_users)
     io.write_text(os.path.join(out_dir, "results.md"), header + table)
