@@ -78,7 +78,7 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
 
     `group_example` (with group_as_token=False; `config.tasks.reasoning_group_example`): an item of
     the target's group (`group_examples`), written whole, names the group instead of its number:
-    "from the semantic group of <a_7><b_2><c_311>". Why: a number is text the model must learn to
+    "from semantic group of <a_7><b_2><c_311>". Why: a number is text the model must learn to
     map to the SID code `<a_7>` from the chains alone, and sampled chains named the right group at
     chance level while the answer ignored it (docs/results.md "Session 15"); an item's SID starts
     with the group's own token, which the answer can copy and which Direct mode's training shares.
