@@ -146,7 +146,9 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
         for k in ev.ks:
             if k <= ev.num_samples:
                 m[f"pass@{k}"] = metrics_lib.mean_pass_at_k(correct, k)
-        m.update(chain_group_metrics([t[0] for t in ranked.texts], ranked.items, targets,
+        # the first chain of each user against that chain's own beam (the merged list of several
+        # chains would pair one chain's Step 4 with other chains' answers)
+        m.update(chain_group_metrics([t[0] for t in ranked.texts], ranked.sample_items[:, 0], targets,
                                      np.asarray(sids.codes)[:, 0], named_group))
         m.update(users=len(users), users_per_s=len(users) / dt,
                  answered_rate=float(ranked.answered.mean()),
