@@ -10,7 +10,7 @@ freely (the release).
 import ml_collections
 
 MODES = ("direct", "reasoning")
-ROLLOUTS = ("sample", "beam")
+ROLLOUTS = ("sample", "beam", "chain")
 CREDIT_ASSIGNMENTS = ("sequence", "level")
 SELECT_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
@@ -35,6 +35,9 @@ def defaults() -> ml_collections.ConfigDict:
     # the G best items of the constrained beam (width `beam_size`, 0 = config.eval.beam_size),
     # re-ranked by the next-item head at config.eval.item_head_weight as the eval ranks them
     # (gream_jax/train/srpo_beam.py: the hard negatives that sit above the target).
+    # "chain" (Reasoning mode, train/srpo_chain.py): one chain per prompt sampled as the eval samples
+    # it (config.eval's temperature / top-p / budget), then G answers after it at `temperature`,
+    # the loss on the answers alone (GREAM: G whole chains, every token trained).
     c.rollout = "sample"
     c.beam_size = 0
     # Beam rollouts: a wrong item at rank g loses rank_penalty / log2(g + 2) of its reward
@@ -155,6 +158,12 @@ def validate(config) -> None:
     if r.rollout == "beam" and r.mode != "direct":
         raise ConfigError(f"config.rl.rollout='beam' needs config.rl.mode='direct' (got {r.mode!r}): the beam "
                           "is Direct mode's decoder")
+    if r.rollout == "chain" and r.mode != "reasoning":
+        raise ConfigError(f"config.rl.rollout='chain' needs config.rl.mode='reasoning' (got {r.mode!r}): the "
+                          "answers follow a reasoning chain")
+    if r.rollout == "chain" and not r.constrained_answer:
+        raise ConfigError("config.rl.rollout='chain' needs config.rl.constrained_answer=True: its answers are "
+                          "drawn through the trie")
     if r.rollout == "beam" and 0 < r.beam_size < r.group_size:
         raise ConfigError(f"config.rl.beam_size={r.beam_size}: must be >= config.rl.group_size={r.group_size} "
                           "(the group is the beam's best G items)")

@@ -107,10 +107,13 @@ def reasoning_cache_len(prompt_width: int, spec: ReasoningSpec, trie: DeviceTrie
     return prompt_width + spec.budget + 2 + trie.max_depth + 1
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "spec", "cache_len"))
-def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_p, *, model_cfg,
-                     spec: ReasoningSpec, cache_len: int) -> ReasoningOutput:
-    """Reasoning mode. tokens/mask [b, s] LEFT-padded reasoning prompts; temperature/top_p traced."""
+def _sample_chain(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_p, model_cfg,
+                  spec: ReasoningSpec, cache_len: int):
+    """The chain of Reasoning mode, and the cache after it with `</think>` (where the row neither
+    answered nor closed its thought) and `<answer>` appended, so every row ends at `<answer>`.
+
+    Returns (logits [b * n, V] after `<answer>`, cache, text sample, keep [b * n], answered,
+    forced_close)."""
     b = tokens.shape[0]
     n = spec.num_samples
     step = _step_fn(model_cfg)
@@ -141,9 +144,29 @@ def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, t
                        jnp.full_like(keep, spec.answer_open)], axis=-1)
     chunk_mask = jnp.stack([forced_close, jnp.ones_like(forced_close)], axis=-1).astype(jnp.int32)
     logits, cache = api.prefill(params, model_cfg, chunk, chunk_mask, cache)
+    return logits, cache, text, keep, answered, forced_close
 
-    beams = constrained_beam_search(step, api.reorder_cache, params, logits, cache, trie,
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "spec", "cache_len"))
+def reasoning_search(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_p, *, model_cfg,
+                     spec: ReasoningSpec, cache_len: int) -> ReasoningOutput:
+    """Reasoning mode. tokens/mask [b, s] LEFT-padded reasoning prompts; temperature/top_p traced."""
+    logits, cache, text, keep, answered, forced_close = _sample_chain(
+        params, tokens, mask, trie, rng, temperature, top_p, model_cfg, spec, cache_len)
+    beams = constrained_beam_search(_step_fn(model_cfg), api.reorder_cache, params, logits, cache, trie,
                                     spec.beam_size, spec.top_k)
+    kept = jnp.arange(spec.budget)[None, :] < keep[:, None]
     think_logprob = jnp.where(kept, text.logprobs, 0.0).sum(-1)
     return ReasoningOutput(beams=beams, think_tokens=text.tokens, think_lengths=keep,
                            answered=answered, forced_close=forced_close, think_logprob=think_logprob)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "spec", "cache_len"))
+def sample_chains(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_p, *, model_cfg,
+                  spec: ReasoningSpec, cache_len: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Reasoning mode's chains alone, sampled exactly as `reasoning_search` samples them (same key,
+    same tokens), without the beam: (think_tokens [b * n, budget], think_lengths [b * n], answered,
+    forced_close). SRPO's chain rollouts (`train/srpo_chain.py`) answer after them."""
+    _, _, text, keep, answered, forced_close = _sample_chain(
+        params, tokens, mask, trie, rng, temperature, top_p, model_cfg, spec, cache_len)
+    return text.tokens, keep, answered, forced_close

@@ -83,7 +83,8 @@ class SrpoTrainer:
         self.config, self.rl, self.model_cfg, self.tokenizer = config, rl, model_cfg, tokenizer
         self.sids, self.split, self.mesh, self.rules = sids, split, mesh, rules
         self.objective = adv_lib.get_objective(rl.objective)
-        self.spec = rollout_spec(config, tokenizer, sids, rl.mode)
+        # Chain rollouts (train/srpo_chain.py) answer in Direct mode after a reasoning prompt + chain.
+        self.spec = rollout_spec(config, tokenizer, sids, "direct" if rl.rollout == "chain" else rl.mode)
         table = sid_token_table(tokenizer, sids)
         from gream_jax.infer.recommender import renormalise
         renorm = renormalise(config)
@@ -103,6 +104,7 @@ class SrpoTrainer:
         reward_fn, credits = rewards_lib.get_reward(self.objective.reward), reward_table(config, sids)
         self._window_fn = jax.jit(lambda codes, well, window_codes, weights: rewards_lib.window_reward(
             reward_fn, codes, well, window_codes, weights, credits))
+        self.width_bucket = 32
         if rl.rollout == "beam":     # the eval's decoder: re-ranked by the head at the eval's weight
             from gream_jax.train.srpo_beam import BeamRolloutRunner
             self.runner = BeamRolloutRunner(
@@ -110,9 +112,15 @@ class SrpoTrainer:
                 int(rl.beam_size) or max(int(config.eval.beam_size), int(rl.group_size)),
                 int(rl.rollout_chunk_prompts), reward_fn, credits, int(tokenizer.pad_id), head_tokens, eval_weight)
         else:
+            # A chained prompt is ~500 tokens: coarser width buckets, fewer compiles.
+            self.width_bucket = 128 if rl.rollout == "chain" else 32
             self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
                                         mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
-                                        reward_fn, credits)
+                                        reward_fn, credits, width_bucket=self.width_bucket)
+            if rl.rollout == "chain":
+                from gream_jax.train.srpo_chain import ChainRolloutRunner, chain_spec
+                self.runner = ChainRolloutRunner(model_cfg, chain_spec(tokenizer, config), trie, self.runner, mesh,
+                                                 rules, float(config.eval.temperature), float(config.eval.top_p))
         prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
         self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
         self.pool = PromptPool(split.train, int(config.seed), int(rl.prompt_positions))
@@ -165,6 +173,10 @@ class SrpoTrainer:
         seen["hits"].append(out["hits"].reshape(-1))
         seen["well_formed"].append(out["well_formed"].reshape(-1))
         seen["tokens"] += int(out["response_mask"].sum())
+        if "chain_lengths" in out:      # chain rollouts: the chains are generated tokens too
+            seen["tokens"] += int(out["chain_lengths"].sum())
+            seen["chain_answered"].append(out["chain_answered"])
+            seen["chain_lengths"].append(out["chain_lengths"])
         return out
 
     def _window_rewards(self, out: dict, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +207,8 @@ class SrpoTrainer:
         """One SRPO step: collect a batch, compute advantages, run the inner epochs of updates."""
         rl = self.rl
         t0 = time.perf_counter()
-        seen = {"rewards": [], "hits": [], "well_formed": [], "repeats": [], "tokens": 0}
+        seen = {"rewards": [], "hits": [], "well_formed": [], "repeats": [], "tokens": 0,
+                "chain_answered": [], "chain_lengths": []}
         batch, stats = collect_groups(lambda n: self._draw(n, seen), int(rl.batch_prompts),
                                       bool(rl.dynamic_sampling), int(rl.max_resample_rounds), float(rl.oversample))
         t_roll = time.perf_counter() - t0
@@ -206,6 +219,9 @@ class SrpoTrainer:
              "zero_variance_share": stats["zero_variance_share"], "groups_kept": stats["groups_kept"],
              "prompts_drawn": stats["prompts_drawn"],
              "resample_rounds": stats["rounds"], "rollout_tokens_per_s": seen["tokens"] / max(t_roll, 1e-9)}
+        if seen["chain_lengths"]:
+            m.update(chain_answered_rate=float(np.concatenate(seen["chain_answered"]).mean()),
+                     chain_tokens_mean=float(np.concatenate(seen["chain_lengths"]).mean()))
         self.step += 1
         if not batch:   # every drawn group was uninformative: nothing to learn from this step
             m.update(skipped=1.0, step_seconds=time.perf_counter() - t0)
@@ -220,7 +236,7 @@ class SrpoTrainer:
                                                     self.objective.bonus))
         np_rng = np.random.default_rng([int(self.config.seed), 0xB47C, self.step])
         minis = update_batches(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng,
-                               int(self.tokenizer.pad_id))
+                               int(self.tokenizer.pad_id), self.width_bucket)
         t1 = time.perf_counter()
         with jax.set_mesh(self.mesh):
             for mb in minis:
