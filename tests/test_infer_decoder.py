@@ -106,6 +106,37 @@ def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
     np.testing.assert_array_equal(greedy[0::2], greedy[1::2])   # greedy chains of a user agree
 
 
+def test_sample_chains_are_reasoning_searchs_chains_and_chain_prompts_its_beam_prompts(model):
+    """`decoder.sample_chains` (SRPO's chain rollouts) draws exactly the chains `reasoning_search`
+    draws from the same key, and `srpo_chain.chain_prompts` writes from them the tokens after
+    which the eval's beam starts (checked by the beam: Direct mode on those prompts gives the
+    same items)."""
+    from gream_jax.train.srpo_chain import chain_prompts
+    m = model
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 6]]
+    tokens, mask = left_pad(prompts, 4, 4, PAD)
+    rng = jax.random.PRNGKey(3)
+    free = decoder.ReasoningSpec(budget=6, num_samples=1, beam_size=6, top_k=4, answer_open=m["vocab"] + 5,
+                                 think_close=THINK_CLOSE, pad_id=PAD)
+    chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
+    partial = [t for t in range(1, m["vocab"]) if t != THINK_CLOSE and 0 < sum(t in row for row in chains) < 4]
+    spec = free._replace(answer_open=partial[0])
+    ref = _reason(m, tokens, mask, spec, rng, 1.0)
+    think, keep, answered, forced = (np.asarray(x) for x in decoder.sample_chains(
+        m["params"], jnp.asarray(tokens), jnp.asarray(mask), m["dev"], rng, jnp.float32(1.0), jnp.float32(1.0),
+        model_cfg=m["cfg"], spec=spec, cache_len=decoder.reasoning_cache_len(4, spec, m["dev"])))
+    np.testing.assert_array_equal(think, np.asarray(ref.think_tokens))
+    np.testing.assert_array_equal(keep, np.asarray(ref.think_lengths))
+    np.testing.assert_array_equal(answered, np.asarray(ref.answered))
+    np.testing.assert_array_equal(forced, np.asarray(ref.forced_close))
+    assert answered.any() and not answered.all()
+    written = chain_prompts(prompts, think, keep, forced, THINK_CLOSE, spec.answer_open)
+    assert all(w[-1] == spec.answer_open for w in written)
+    assert [len(w) for w in written] == [len(p) + k + int(f) + 1 for p, k, f in zip(prompts, keep, forced)]
+    beam = direct(m, written, beam=6, k=4)
+    np.testing.assert_array_equal(np.asarray(beam.items), np.asarray(ref.beams.items))
+
+
 def test_direct_item_head_reranks_the_beams_items_by_the_fused_score(model):
     """config.eval.item_head_weight: the beam's items (all beam_size of them), ordered by
     log P(item) + w log q(item), q the softmax of the first-token logits over every item's

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from gream_jax.index.trie import build_trie_from_codes
 from gream_jax.train import srpo_batch

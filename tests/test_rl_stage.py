@@ -158,6 +158,55 @@ def test_rl_stage_in_reasoning_mode_selects_on_reasoning_validation(tmp_path, mo
     assert validation_users(config, 16, "reasoning") is None
 
 
+@pytest.mark.slow
+def test_rl_stage_with_chain_rollouts_trains_the_answer_after_one_chain(tmp_path, monkeypatch):
+    """`config.rl.rollout="chain"`: each group is one sampled chain and G answers after it. The
+    update batch's sequences are the reasoning prompt + chain + `<answer>` followed by a SID, the
+    chain stats are logged, and selection is on Reasoning-mode validation."""
+    from gream_jax.train.srpo_stage import SrpoTrainer, load_inputs, run_rl
+    from gream_jax.tasks.example import ANSWER_OPEN
+    workdir = str(tmp_path)
+    config = _direct_config()
+    rl = config.rl
+    rl.mode, rl.rollout, rl.eval_every, rl.eval_users = "reasoning", "chain", 1, 6
+    config.eval.reasoning_budget = 5
+    validate_config(config)
+    _write_workdir(workdir, monkeypatch, config)
+    summary = run_rl(config, workdir)
+    assert summary["mode"] == "reasoning" and summary["select_mode"] == "reasoning" and summary["steps"] == 2
+    with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    train_rows = [r for r in rows if "reward_mean" in r]
+    assert len(train_rows) == 2
+    for r in train_rows:
+        assert 0.0 <= r["chain_answered_rate"] <= 1.0 and 0.0 <= r["chain_tokens_mean"] <= 5.0
+        assert r["well_formed_rate"] == 1.0            # the answers go through the trie
+    # One step's groups, looked at directly: every prompt ends at <answer> after its chain.
+    split, sids, model_cfg, params, tokenizer, _, mesh, rules = load_inputs(config, workdir)
+    trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
+    histories = [split.train[u][:3] for u in range(4)]
+    prompts = [trainer.prompt(h) for h in histories]
+    targets = np.asarray(sids.codes)[[int(split.train[u][3]) for u in range(4)]]
+    out = trainer.runner.run(trainer.params, prompts, targets, jax.random.PRNGKey(1))
+    answer_open = tokenizer.token_to_id(ANSWER_OPEN)
+    for prompt, chained, length in zip(prompts, out["prompt_ids"], out["chain_lengths"]):
+        assert chained[:len(prompt)] == prompt and chained[-1] == answer_open
+        assert len(chained) - len(prompt) - length in (1, 2)      # (+ </think>) + <answer>
+    assert out["response_tokens"].shape == (4, rl.group_size, sids.codes.shape[1])
+    assert out["codes"].min() >= 0                                  # every answer a real item's SID
+    assert out["rewards"].shape == (4, rl.group_size)
+
+
+def test_rl_chain_rollouts_are_checked():
+    config = _direct_config()
+    config.rl.rollout = "chain"                 # with mode="direct"
+    with pytest.raises(Exception, match="rollout='chain' needs config.rl.mode='reasoning'"):
+        validate_config(config)
+    config.rl.mode, config.rl.constrained_answer = "reasoning", False
+    with pytest.raises(Exception, match="constrained_answer=True"):
+        validate_config(config)
+
+
 def test_rl_select_mode_is_checked():
     config = _direct_config()
     config.rl.select_mode = "both"
