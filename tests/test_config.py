@@ -34,6 +34,7 @@ def test_ml100k_reasoning_rl_variant():
     config = load_config_file("ml100k", "reasoning_rl")
     validate_config(config)
     assert config.rl.mode == "reasoning" and config.rl.select_mode == "reasoning"
+    assert config.rl.rollout == "chain" and config.eval.reasoning_users == 0     # session 16's measured run
     assert config.eval.reasoning_budget >= config.rl.max_think_tokens
     assert load_config_file("ml100k").rl.mode == "direct"
 
