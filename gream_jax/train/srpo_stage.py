@@ -104,7 +104,9 @@ class SrpoTrainer:
         reward_fn, credits = rewards_lib.get_reward(self.objective.reward), reward_table(config, sids)
         self._window_fn = jax.jit(lambda codes, well, window_codes, weights: rewards_lib.window_reward(
             reward_fn, codes, well, window_codes, weights, credits))
-        self.width_bucket = 32
+        # Update batches pad prompts to a multiple of this; a chained prompt is ~500 tokens, so
+        # chain rollouts take coarser buckets (fewer compiles).
+        self.width_bucket = 128 if rl.rollout == "chain" else 32
         if rl.rollout == "beam":     # the eval's decoder: re-ranked by the head at the eval's weight
             from gream_jax.train.srpo_beam import BeamRolloutRunner
             self.runner = BeamRolloutRunner(
@@ -112,8 +114,6 @@ class SrpoTrainer:
                 int(rl.beam_size) or max(int(config.eval.beam_size), int(rl.group_size)),
                 int(rl.rollout_chunk_prompts), reward_fn, credits, int(tokenizer.pad_id), head_tokens, eval_weight)
         else:
-            # A chained prompt is ~500 tokens: coarser width buckets, fewer compiles.
-            self.width_bucket = 128 if rl.rollout == "chain" else 32
             self.runner = RolloutRunner(model_cfg, self.spec, trie, sid_level_code_table(table, model_cfg.vocab_size),
                                         mesh, rules, int(rl.group_size), int(rl.rollout_chunk_prompts),
                                         reward_fn, credits, width_bucket=self.width_bucket)
