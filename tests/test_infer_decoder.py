@@ -70,6 +70,17 @@ def _reason(m, tokens, mask, spec, rng, temperature):
                                     cache_len=decoder.reasoning_cache_len(tokens.shape[1], spec, m["dev"]))
 
 
+def _tokens_some_chains_write(m, tokens, mask, rng, num_samples):
+    """A free-running spec (a stop token the model never writes), its chains `[b * n, budget]`, and the
+    tokens that some of them write and others do not: stopping at one makes some rows answer and some not."""
+    free = decoder.ReasoningSpec(budget=6, num_samples=num_samples, beam_size=6, top_k=4,
+                                 answer_open=m["vocab"] + 5, think_close=THINK_CLOSE, pad_id=PAD)
+    chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
+    rows = len(chains)
+    return free, chains, [t for t in range(1, m["vocab"])
+                          if t != THINK_CLOSE and 0 < sum(t in r for r in chains) < rows]
+
+
 def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
     m = model
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 6]]
@@ -77,10 +88,7 @@ def test_reasoning_continuation_equals_direct_on_the_written_prompt(model):
     rng = jax.random.PRNGKey(3)
     # First with a stop token the model never writes, then stop at a token that some chains write
     # and others do not: the same rng gives the same chains up to each row's stop.
-    free = decoder.ReasoningSpec(budget=6, num_samples=2, beam_size=6, top_k=4, answer_open=m["vocab"] + 5,
-                                 think_close=THINK_CLOSE, pad_id=PAD)
-    chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
-    partial = [t for t in range(1, m["vocab"]) if t != THINK_CLOSE and 0 < sum(t in row for row in chains) < 8]
+    free, chains, partial = _tokens_some_chains_write(m, tokens, mask, rng, num_samples=2)
     stop, end = partial[0], partial[-1]
     spec = free._replace(answer_open=stop, end_tokens=(end,))
     out = _reason(m, tokens, mask, spec, rng, 1.0)
@@ -116,10 +124,7 @@ def test_sample_chains_are_reasoning_searchs_chains_and_chain_prompts_its_beam_p
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 6]]
     tokens, mask = left_pad(prompts, 4, 4, PAD)
     rng = jax.random.PRNGKey(3)
-    free = decoder.ReasoningSpec(budget=6, num_samples=1, beam_size=6, top_k=4, answer_open=m["vocab"] + 5,
-                                 think_close=THINK_CLOSE, pad_id=PAD)
-    chains = np.asarray(_reason(m, tokens, mask, free, rng, 1.0).think_tokens)
-    partial = [t for t in range(1, m["vocab"]) if t != THINK_CLOSE and 0 < sum(t in row for row in chains) < 4]
+    free, _, partial = _tokens_some_chains_write(m, tokens, mask, rng, num_samples=1)
     spec = free._replace(answer_open=partial[0])
     ref = _reason(m, tokens, mask, spec, rng, 1.0)
     think, keep, answered, forced = (np.asarray(x) for x in decoder.sample_chains(
