@@ -110,22 +110,25 @@ def test_reasoning_step_without_answers_is_skipped(setup):
         assert np.isfinite(m["loss"])
 
 
-def test_direct_step_with_level_credit(setup, monkeypatch):
+@pytest.mark.parametrize("shared_prefix", ["on", "off"])
+def test_direct_step_with_level_credit(setup, monkeypatch, shared_prefix):
     """Per-SID-token credit: the advantages handed to the update are `[P, G, L]` reward-to-go
-    z-scores (checked against `level_advantage` on the same rollouts), and the step trains."""
+    z-scores (checked against `level_advantage` on the same rollouts), and the step trains, in
+    either update layout."""
     from gream_jax.train import advantages as adv_lib
     from gream_jax.train import rewards as rw
-    trainer = _trainer(setup, credit_assignment="level")
+    trainer = _trainer(setup, credit_assignment="level", shared_prefix=shared_prefix)
     assert trainer.token_credit
     captured = {}
     import gream_jax.train.srpo_stage as stage
-    real = stage.update_batches
+    name = "shared_prefix_batches" if shared_prefix == "on" else "update_batches"
+    real = getattr(stage, name)
 
     def spy(batch, adv, *args, **kwargs):
         captured.update(batch=batch, adv=adv)
         return real(batch, adv, *args, **kwargs)
 
-    monkeypatch.setattr(stage, "update_batches", spy)
+    monkeypatch.setattr(stage, name, spy)
     before = jax.tree.map(np.asarray, trainer.params)
     m = trainer.train_step()
     batch, adv = captured["batch"], captured["adv"]
@@ -141,3 +144,16 @@ def test_direct_step_with_level_credit(setup, monkeypatch):
     assert m["skipped"] == 0.0 and np.isfinite(m["loss"])
     assert any(not np.allclose(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
                                                                 jax.tree.leaves(trainer.params)))
+
+
+def test_shared_prefix_step_equals_a_row_per_response_step(setup):
+    """config.rl.shared_prefix: "auto" packs Direct-mode groups (a row per group), and a whole
+    step (same rollouts from the same seed, 2 epochs x 2 mini-batches) leaves the parameters
+    where the row-per-response layout leaves them."""
+    on, off = _trainer(setup), _trainer(setup, shared_prefix="off")
+    assert on.group_rows == 4 and off.group_rows == 0
+    m_on, m_off = on.train_step(), off.train_step()
+    assert m_on["reward_mean"] == m_off["reward_mean"] and m_on["updates"] == m_off["updates"] == 4
+    np.testing.assert_allclose(m_on["loss"], m_off["loss"], rtol=1e-3, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(on.params), jax.tree.leaves(off.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)

@@ -11,6 +11,7 @@ import ml_collections
 
 MODES = ("direct", "reasoning")
 ROLLOUTS = ("sample", "beam", "chain")
+SHARED_PREFIX = ("auto", "on", "off")
 CREDIT_ASSIGNMENTS = ("sequence", "level")
 SELECT_METRICS = ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
@@ -30,6 +31,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.mini_batch_prompts = 64       # prompts per optimiser update
     c.ppo_epochs = 1                # passes over each batch (inner epochs)
     c.micro_batch_sequences = 80    # sequences per forward/backward (gradient accumulation inside)
+    # The update's layout. "on": one row per group, its prompt once and the G responses after it,
+    # each attending to the prompt and itself (srpo.shared_prefix_logprobs; the same values, the
+    # prompt run once instead of G times). "off": a row per response (prompt ++ response), GREAM's.
+    # "auto": on where the responses are SIDs (Direct mode, chain rollouts), off for whole chains.
+    c.shared_prefix = "auto"
     c.rollout_chunk_prompts = 32    # prompts decoded together (x group_size rows)
     # Direct-mode rollouts: "sample" draws G SIDs through the trie at `temperature`; "beam" takes
     # the G best items of the constrained beam (width `beam_size`, 0 = config.eval.beam_size),
@@ -116,7 +122,7 @@ def validate(config) -> None:
     if r.select_mode not in ("",) + MODES:
         raise ConfigError(f"config.rl.select_mode={r.select_mode!r}: must be '' (= config.rl.mode) or one of {MODES}")
     for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS), ("rollout", ROLLOUTS),
-                         ("credit_assignment", CREDIT_ASSIGNMENTS)):
+                         ("credit_assignment", CREDIT_ASSIGNMENTS), ("shared_prefix", SHARED_PREFIX)):
         if r[field] not in known:
             raise ConfigError(f"config.rl.{field}={r[field]!r}: must be one of {known}")
     for field in ("steps", "group_size", "batch_prompts", "mini_batch_prompts", "ppo_epochs",
@@ -185,3 +191,10 @@ def validate(config) -> None:
                           "'sequence': the per-level reward-to-go is defined against one target")
     if r.oversample < 1:
         raise ConfigError(f"config.rl.oversample={r.oversample}: must be >= 1")
+
+
+def shares_prefix(rl) -> bool:
+    """Whether the update runs each group as one shared-prefix row (config.rl.shared_prefix)."""
+    if rl.shared_prefix == "auto":
+        return rl.mode == "direct" or rl.rollout == "chain"
+    return rl.shared_prefix == "on"

@@ -81,7 +81,7 @@ def init_params(model_cfg: ModelConfig, rng: jax.Array, mesh: Mesh, rules=None) 
 
 def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None, positions=None,
             segment_ids=None, return_hidden: bool = False, dropout_rate: float = 0.0,
-            dropout_rng: jax.Array | None = None):
+            dropout_rng: jax.Array | None = None, mask=None):
     """tokens/attention_mask [b, s] -> logits [b, s, V] float32 (or hidden [b, s, d] float32).
 
     positions default to the count of real tokens before each token (left or right padding);
@@ -91,11 +91,15 @@ def forward(params: Params, model_cfg: ModelConfig, tokens, attention_mask=None,
     default to 0..s-1.
     dropout_rate > 0 (training): embedding and residual-branch dropout drawn from `dropout_rng`
     (required then); 0 is the exact inference graph.
+    mask: an explicit attention mask [b, 1, s, s] bool (True = may attend), e.g.
+    `decoder.shared_prefix_layout`'s; it replaces attention_mask / segment_ids and needs positions.
     """
     if dropout_rate > 0 and dropout_rng is None:
         raise ValueError(f"forward(dropout_rate={dropout_rate}) needs a dropout_rng")
-    if attention_mask is None and segment_ids is None:
-        mask = None
+    if mask is not None:
+        if positions is None or attention_mask is not None or segment_ids is not None:
+            raise ValueError("forward(mask=...) takes explicit positions and no attention_mask / segment_ids")
+    elif attention_mask is None and segment_ids is None:
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     else:

@@ -47,6 +47,30 @@ def full_sequence_mask(attention_mask, segment_ids=None):
     return mask
 
 
+def shared_prefix_layout(prefix_mask, response_mask):
+    """One prompt followed by G responses that each continue it, as one row (RL groups).
+
+    prefix_mask [b, W] (LEFT-padded prompt), response_mask [b, G, R] (each response RIGHT-padded)
+    -> (positions [b, W + G R] int32, mask [b, 1, S, S] bool). The prompt attends causally to
+    itself; a response token attends to the prompt and causally to its own response, never to
+    another response, and its rotary position continues the prompt's. So every response is scored
+    exactly as in its own row `prompt ++ response`, while the prompt is run once, not G times."""
+    b, w = prefix_mask.shape
+    _, g, r = response_mask.shape
+    prefix_mask = prefix_mask.astype(jnp.int32)
+    response_mask = response_mask.astype(jnp.int32)
+    n_prefix = jnp.sum(prefix_mask, axis=-1)                                          # [b]
+    prefix_pos = jnp.maximum(jnp.cumsum(prefix_mask, axis=-1) - 1, 0)
+    resp_pos = n_prefix[:, None, None] + jnp.maximum(jnp.cumsum(response_mask, axis=-1) - 1, 0)
+    positions = jnp.concatenate([prefix_pos, resp_pos.reshape(b, g * r)], axis=1)
+    s = w + g * r
+    group = jnp.concatenate([jnp.full((w,), -1), jnp.repeat(jnp.arange(g), r)])        # [S], -1 = prompt
+    same_or_prompt = (group[:, None] == group[None, :]) | (group[None, :] < 0)
+    allowed = jnp.tril(jnp.ones((s, s), bool)) & same_or_prompt                          # [S, S]
+    valid = jnp.concatenate([prefix_mask, response_mask.reshape(b, g * r)], axis=1) > 0   # [b, S]
+    return positions.astype(jnp.int32), allowed[None, None] & valid[:, None, None, :]
+
+
 def cache_mask(slot_valid, write_index, s):
     """slot_valid [b, T] bool (after writing the new tokens) -> [b, 1, s, T]: query i sits in
     slot write_index + i and sees valid slots up to its own."""

@@ -81,12 +81,16 @@ def next_state(trie: DeviceTrie, state: jax.Array, token: jax.Array) -> jax.Arra
     return jnp.where(inside & cont, cont_node, jnp.where(start, start_node, -1)).astype(jnp.int32)
 
 
-def token_states(trie: DeviceTrie, tokens: jax.Array) -> jax.Array:
-    """tokens [b, s] -> states [b, s]: the trie node after reading tokens[:, :t + 1] (-1 outside)."""
+def token_states(trie: DeviceTrie, tokens: jax.Array, initial: jax.Array | None = None) -> jax.Array:
+    """tokens [b, s] -> states [b, s]: the trie node after reading tokens[:, :t + 1] (-1 outside).
+
+    initial [b]: the state before tokens[:, 0] (a continuation of earlier tokens); default -1."""
     def body(state, tok):
         state = next_state(trie, state, tok)
         return state, state
-    _, states = jax.lax.scan(body, jnp.full(tokens.shape[:1], -1, jnp.int32), tokens.T)
+    if initial is None:
+        initial = jnp.full(tokens.shape[:1], -1, jnp.int32)
+    _, states = jax.lax.scan(body, initial.astype(jnp.int32), tokens.T)
     return states.T
 
 

@@ -130,10 +130,7 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
     prompt (LEFT-padded to the batch's longest, rounded up to `width_bucket`) ++ response.
     """
     p, g, r = batch["response_tokens"].shape
-    longest = max(len(x) for x in batch["prompt_ids"])
-    width = int(-(-longest // width_bucket) * width_bucket)
-    prompts = list(batch["prompt_ids"])
-    all_prompt, all_pmask = left_pad(prompts, width, len(prompts), pad_id)
+    all_prompt, all_pmask = _padded_prompts(batch, pad_id, width_bucket)
     order = rng.permutation(p)
     out = []
     for start in range(0, p, mini_batch_prompts):
@@ -153,5 +150,47 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
             "attention_mask": shape(np.concatenate([pmask, rmask], 1).astype(np.int32)),
             "response_mask": shape((rmask * weight[:, None]).astype(np.float32)),
             "advantages": shape(advantages[idx].reshape((-1,) + advantages.shape[2:]).astype(np.float32)),
+            "index": idx})
+    return out
+
+
+def _padded_prompts(batch: dict, pad_id: int, width_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's prompts LEFT-padded to its longest, rounded up to `width_bucket`: `[P, W]` x2."""
+    longest = max(len(x) for x in batch["prompt_ids"])
+    width = int(-(-longest // width_bucket) * width_bucket)
+    prompts = list(batch["prompt_ids"])
+    return left_pad(prompts, width, len(prompts), pad_id)
+
+
+def shared_prefix_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int, micro_groups: int,
+                          rng: np.random.Generator, pad_id: int, width_bucket: int = 32) -> list[dict]:
+    """`update_batches` with ONE row per group, `prompt ++ response_1 ++ ... ++ response_G`, the
+    layout of `srpo.shared_prefix_logprobs`: the prompt is stored (and run) once, not G times.
+
+    Shapes `[n_micro, micro_groups, ...]`: tokens / attention_mask `W + G R`, response_mask and
+    advantages `G R` (a sequence advantage is repeated over its response's tokens). A mini-batch
+    that does not fill its last micro-batch is completed with copies of its first group whose
+    response_mask is 0: they add no loss and count no tokens. Mini-batches are drawn with the same
+    `rng` calls as `update_batches`, so both layouts hold the same groups in the same order.
+    """
+    p, g, r = batch["response_tokens"].shape
+    all_prompt, all_pmask = _padded_prompts(batch, pad_id, width_bucket)
+    per_token = advantages if advantages.ndim == 3 else np.repeat(advantages[..., None], r, axis=2)
+    order = rng.permutation(p)
+    out = []
+    for start in range(0, p, mini_batch_prompts):
+        idx = order[start:start + mini_batch_prompts]
+        n_micro = -(-len(idx) // micro_groups)
+        rows = np.concatenate([idx, np.full(n_micro * micro_groups - len(idx), idx[0])])
+        live = (np.arange(len(rows)) < len(idx)).astype(np.float32)               # 0: a filler copy
+        weight = batch["group_weight"][rows] * live                               # [m]
+        resp = batch["response_tokens"][rows].reshape(len(rows), g * r)
+        rmask = batch["response_mask"][rows].reshape(len(rows), g * r)
+        shape = lambda x: x.reshape((n_micro, micro_groups) + x.shape[1:])
+        out.append({
+            "tokens": shape(np.concatenate([all_prompt[rows], resp], 1).astype(np.int32)),
+            "attention_mask": shape(np.concatenate([all_pmask[rows], rmask], 1).astype(np.int32)),
+            "response_mask": shape((rmask * weight[:, None]).astype(np.float32)),
+            "advantages": shape(per_token[rows].reshape(len(rows), g * r).astype(np.float32)),
             "index": idx})
     return out

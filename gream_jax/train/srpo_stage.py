@@ -29,8 +29,9 @@ from gream_jax import mesh as mesh_lib
 from gream_jax.train import advantages as adv_lib
 from gream_jax.train import rewards as rewards_lib
 from gream_jax.train import srpo
+from gream_jax.config_defaults.rl import shares_prefix
 from gream_jax.train.srpo_batch import (PromptPool, collect_groups, future_window, history_and_target,
-                                        update_batches)
+                                        shared_prefix_batches, update_batches)
 from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
 from gream_jax.utils.io import write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
@@ -127,16 +128,22 @@ class SrpoTrainer:
         opt = srpo.OptimizerConfig.from_config(rl)
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
-        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm, self.head_weight)
+        # config.rl.shared_prefix: a row per group (its prompt once), else a row per response.
+        self.group_rows = int(rl.group_size) if shares_prefix(rl) else 0
+        self.logprob_fn = srpo.make_logprob_fn(model_cfg, mesh, rules, r, renorm, self.head_weight,
+                                               self.group_rows)
         self.token_credit = rl.credit_assignment == "level"
         # Partial credit of l leading codes, for the per-token reward-to-go (zeros: exact reward).
         self.credit = (self.runner.credit_table if self.objective.reward == "residual"
                        else jnp.zeros_like(self.runner.credit_table))
         self.update_fn = srpo.make_update_fn(model_cfg, opt, srpo.LossConfig.from_config(rl), mesh, rules, r,
-                                             renorm, self.token_credit, self.head_weight)
+                                             renorm, self.token_credit, self.head_weight, self.group_rows)
         dp = mesh_lib.data_parallel_size(mesh, rules)
+        # Rows per micro-batch (sequences, or groups of G for shared-prefix rows), a multiple of dp.
         micro = int(rl.micro_batch_sequences)
-        self.micro = micro if micro % dp == 0 else micro + dp - micro % dp
+        if self.group_rows:
+            micro = min(max(1, micro // self.group_rows), int(rl.mini_batch_prompts))
+        self.micro = -(-micro // dp) * dp
         self.rng = jax.random.PRNGKey(int(config.seed) + 12)
         self.step = 0
 
@@ -235,8 +242,9 @@ class SrpoTrainer:
             adv = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], int(rl.pass_k),
                                                     self.objective.bonus))
         np_rng = np.random.default_rng([int(self.config.seed), 0xB47C, self.step])
-        minis = update_batches(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng,
-                               int(self.tokenizer.pad_id), self.width_bucket)
+        layout = shared_prefix_batches if self.group_rows else update_batches
+        minis = layout(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng, int(self.tokenizer.pad_id),
+                       self.width_bucket)
         t1 = time.perf_counter()
         with jax.set_mesh(self.mesh):
             for mb in minis:
