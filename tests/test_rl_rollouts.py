@@ -162,3 +162,24 @@ def test_collect_groups_drops_zero_variance_and_refills():
         return {"rewards": r, "prompt_ids": np.arange(n)}
     part, st = srpo_batch.collect_groups(one_good, 4, True, max_rounds=1, oversample=1.0)
     np.testing.assert_array_equal(part["group_weight"], [1, 1, 0, 0])
+
+
+def test_padded_chunks_fill_the_last_chunk_with_its_first_prompt():
+    """Every chunk has one shape (left-padded to the bucketed width, each prompt repeated G times);
+    the last chunk is completed with copies of its own first prompt."""
+    from gream_jax import mesh as mesh_lib
+    from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    sharding = mesh_lib.batch_sharding(mesh, 2, mesh_lib.DEFAULT_RULES)
+    prompts = [[5, 6, 7], [8], [9, 10], [1], [11, 12, 13, 14, 15]]
+    width = bucket_width(prompts, 4)
+    assert width == 8
+    chunks = [(np.asarray(t), np.asarray(m)) for t, m in padded_chunks(prompts, 4, width, 0, sharding, repeat=2)]
+    assert len(chunks) == 2 and all(t.shape == m.shape == (8, 8) for t, m in chunks)
+    tokens, mask = chunks[0]
+    np.testing.assert_array_equal(tokens[0], [0, 0, 0, 0, 0, 5, 6, 7])
+    np.testing.assert_array_equal(tokens[1], tokens[0])                  # repeated G = 2 times
+    np.testing.assert_array_equal(mask[2], [0] * 7 + [1])
+    last, _ = chunks[1]
+    for row in range(8):                                                   # [11..15] then three copies of it
+        np.testing.assert_array_equal(last[row], [0, 0, 0, 11, 12, 13, 14, 15])

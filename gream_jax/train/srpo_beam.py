@@ -71,17 +71,12 @@ class BeamRolloutRunner:
     def top_items(self, params, prompts: list[list[int]]) -> np.ndarray:
         """The G best items of each prompt in the eval's order: `[n, G]` int (-1: fewer than G exist)."""
         from gream_jax.infer import decoder
-        from gream_jax.infer.batching import left_pad
+        from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
         n = len(prompts)
-        width = int(-(-max(len(p) for p in prompts) // self.bucket) * self.bucket)
+        width = bucket_width(prompts, self.bucket)
         cache_len = decoder.direct_cache_len(width, self.trie)
         out = []
-        for start in range(0, n, self.chunk):
-            chunk = prompts[start:start + self.chunk]
-            chunk = chunk + [chunk[0]] * (self.chunk - len(chunk))
-            tokens, mask = left_pad(chunk, width, len(chunk), self.pad_id)
-            tokens = jax.device_put(tokens, self.row_sharding)
-            mask = jax.device_put(mask, self.row_sharding)
+        for tokens, mask in padded_chunks(prompts, self.chunk, width, self.pad_id, self.row_sharding):
             with jax.set_mesh(self.mesh):
                 res = decoder.direct_search(params, tokens, mask, self.trie, self.item_tokens,
                                             model_cfg=self.model_cfg, beam_size=self.beam_size, top_k=self.g,

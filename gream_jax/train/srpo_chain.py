@@ -68,17 +68,12 @@ class ChainRolloutRunner:
     def chains(self, params, prompts: list[list[int]], rng) -> dict:
         """One chain per prompt: think_tokens [n, budget], think_lengths, answered, forced_close [n]."""
         from gream_jax.infer import decoder
-        from gream_jax.infer.batching import left_pad
+        from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
         n = len(prompts)
-        width = int(-(-max(len(p) for p in prompts) // self.bucket) * self.bucket)
+        width = bucket_width(prompts, self.bucket)
         cache_len = decoder.reasoning_cache_len(width, self.spec, self.trie)
         parts = []
-        for start in range(0, n, self.chain_rows):
-            chunk = prompts[start:start + self.chain_rows]
-            chunk = chunk + [chunk[0]] * (self.chain_rows - len(chunk))
-            tokens, mask = left_pad(chunk, width, len(chunk), self.spec.pad_id)
-            tokens = jax.device_put(tokens, self.row_sharding)
-            mask = jax.device_put(mask, self.row_sharding)
+        for tokens, mask in padded_chunks(prompts, self.chain_rows, width, self.spec.pad_id, self.row_sharding):
             rng, key = jax.random.split(rng)
             with jax.set_mesh(self.mesh):
                 out = decoder.sample_chains(params, tokens, mask, self.trie, key, np.float32(self.temperature),

@@ -240,16 +240,10 @@ class RolloutRunner:
 
     def run(self, params, prompts: list[list[int]], target_codes: np.ndarray, rng: jax.Array) -> dict:
         """prompts: n token lists; target_codes [n, L]. Returns arrays with leading axis n."""
-        from gream_jax.infer.batching import left_pad
         n, g = len(prompts), self.g
-        width = int(-(-max(len(p) for p in prompts) // self.bucket) * self.bucket)
+        width = bucket_width(prompts, self.bucket)
         outs = []
-        for start in range(0, n, self.chunk):
-            chunk = prompts[start:start + self.chunk]
-            chunk = chunk + [chunk[0]] * (self.chunk - len(chunk))
-            tokens, mask = left_pad(chunk, width, len(chunk), self.spec.pad_id)
-            tokens = jax.device_put(np.repeat(tokens, g, 0), self.row_sharding)
-            mask = jax.device_put(np.repeat(mask, g, 0), self.row_sharding)
+        for tokens, mask in padded_chunks(prompts, self.chunk, width, self.spec.pad_id, self.row_sharding, g):
             rng, key = jax.random.split(rng)
             with jax.set_mesh(self.mesh):
                 out = self._gen(params, self.model_cfg, self.spec, self.trie, self.level_code,
@@ -262,6 +256,25 @@ class RolloutRunner:
         codes = cat["codes"].reshape(-1, g, self.spec.sid_max_len)[:n]
         well = cat["well_formed"].reshape(-1, g)[:n]
         return scored_groups(self._reward, self.credit_table, prompts, resp, rmask, codes, well, target_codes)
+
+
+def bucket_width(prompts: list[list[int]], bucket: int) -> int:
+    """The longest prompt's length rounded up to a multiple of `bucket` (one compile per bucket)."""
+    return int(-(-max(len(p) for p in prompts) // bucket) * bucket)
+
+
+def padded_chunks(prompts: list[list[int]], rows: int, width: int, pad_id: int, sharding, repeat: int = 1):
+    """Yields the prompts `rows` at a time as device arrays (tokens, mask) `[rows * repeat, width]`:
+    LEFT-padded to `width`, each prompt repeated `repeat` times in a row (G rollouts), the last
+    chunk completed with copies of its own first prompt (callers drop their results), placed on
+    `sharding`. Every chunk has one shape, so the decoder compiles once per width."""
+    from gream_jax.infer.batching import left_pad
+    for start in range(0, len(prompts), rows):
+        chunk = prompts[start:start + rows]
+        chunk = chunk + [chunk[0]] * (rows - len(chunk))
+        tokens, mask = left_pad(chunk, width, rows, pad_id)
+        yield (jax.device_put(np.repeat(tokens, repeat, 0), sharding),
+               jax.device_put(np.repeat(mask, repeat, 0), sharding))
 
 
 def scored_groups(reward, credit_table, prompts, response_tokens, response_mask, codes, well_formed,
