@@ -49,3 +49,30 @@ def test_compare_files_pairs_users_and_refuses_mismatches(tmp_path):
         paired.load_ranks(str(bad))
     with pytest.raises(ValueError, match="no such file"):
         paired.load_ranks(str(tmp_path / "missing.jsonl"))
+
+
+def test_pooled_pairs_average_each_users_difference(tmp_path, capsys):
+    """Two pairs (seeds or chain draws): each user's difference is the mean of its two B - A, and the
+    standard error is over users of those means; the CLI takes comma-separated files."""
+    ranks_a = np.array([[0, -1, -1, 5], [-1, -1, 2, 5]])
+    ranks_b = np.array([[0, 1, -1, -1], [0, 3, 2, -1]])
+    r = paired.paired_difference(ranks_a, ranks_b, 10)
+    d = (np.array([0, 1, 0, -1]) + np.array([1, 1, 0, -1])) / 2.0            # per user, hit@10
+    assert r["pairs"] == 2 and r["users"] == 4
+    assert r["recall"]["diff"] == pytest.approx(d.mean())
+    assert r["recall"]["se"] == pytest.approx(np.std(d, ddof=1) / 2)
+    single = paired.paired_difference(ranks_a[0], ranks_b[0], 10)
+    assert single["pairs"] == 1 and single["recall"]["diff"] == pytest.approx(0.0)
+    users = ["u1", "u2", "u3", "u4"]
+    files = {}
+    for name, ranks in (("a", ranks_a), ("b", ranks_b)):
+        files[name] = [_write(tmp_path / f"{name}{i}.jsonl", [{"user": u, "target": "t" + u, "hit_rank": int(x)}
+                                                                for u, x in zip(users, row)])
+                       for i, row in enumerate(ranks)]
+    (pooled,) = paired.compare_files(files["a"], files["b"], (10,))
+    assert pooled["recall"]["diff"] == pytest.approx(d.mean())
+    with pytest.raises(ValueError, match="one B file per A file"):
+        paired.compare_files(files["a"], files["b"][:1], (10,))
+    paired.main([f"--a={','.join(files['a'])}", f"--b={','.join(files['b'])}", "--ks=10"])
+    out = capsys.readouterr().out
+    assert "pooled over 2 pairs" in out and "| recall@10 |" in out

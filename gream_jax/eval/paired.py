@@ -8,6 +8,11 @@ where only one side hits; a difference smaller than two standard errors is repor
 Command:
     python -m gream_jax.eval.paired --a=RUN_A/eval/per_user_test_direct.jsonl \
         --b=RUN_B/eval/per_user_test_direct.jsonl --ks=5,10,20
+
+Several pairs (comma-separated, A_i against B_i: seeds, or independent chain draws of a sampled
+Reasoning-mode eval) are pooled per user: each user's difference is the mean of its B_i - A_i, and
+the standard error is taken over users, so the users' correlation across pairs is kept and draw
+noise averages out.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ from gream_jax.eval.metrics import gains_at_k
 
 
 def paired_difference(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> dict:
-    """Mean and standard error of B - A for Recall@k and NDCG@k over the same users ([users] each)."""
+    """Mean and standard error of B - A for Recall@k and NDCG@k over the same users: ranks
+    `[users]` each, or `[pairs, users]` (row i of A against row i of B; gains averaged per user)."""
     rank_a, rank_b = np.asarray(rank_a), np.asarray(rank_b)
-    if rank_a.shape != rank_b.shape or rank_a.ndim != 1 or not len(rank_a):
-        raise ValueError(f"paired_difference: need two equal, non-empty [users] rank arrays, got "
-                         f"{rank_a.shape} and {rank_b.shape}")
-    n = len(rank_a)
-    hit_a, ndcg_a = gains_at_k(rank_a, k)
-    hit_b, ndcg_b = gains_at_k(rank_b, k)
-    out = {"users": n, "k": k}
+    if rank_a.shape != rank_b.shape or rank_a.ndim not in (1, 2) or not rank_a.size:
+        raise ValueError(f"paired_difference: need two equal, non-empty [users] or [pairs, users] rank "
+                         f"arrays, got {rank_a.shape} and {rank_b.shape}")
+    rank_a, rank_b = np.atleast_2d(rank_a), np.atleast_2d(rank_b)
+    n = rank_a.shape[1]
+    hit_a, ndcg_a = (g.mean(0) for g in gains_at_k(rank_a, k))
+    hit_b, ndcg_b = (g.mean(0) for g in gains_at_k(rank_b, k))
+    out = {"users": n, "k": k, "pairs": rank_a.shape[0]}
     for name, a, b in (("recall", hit_a, hit_b), ("ndcg", ndcg_a, ndcg_b)):
         d = b - a
         se = float(np.std(d, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
@@ -61,20 +68,28 @@ def load_ranks(path: str) -> dict[str, tuple[str, int]]:
     return out
 
 
-def compare_files(path_a: str, path_b: str, ks: tuple[int, ...]) -> list[dict]:
-    """Paired differences for each K; both files must hold the same users with the same targets."""
-    a, b = load_ranks(path_a), load_ranks(path_b)
-    if set(a) != set(b):
-        only = sorted(set(a) ^ set(b))[:5]
-        raise ValueError(f"{path_a} and {path_b} cover different users (e.g. {only}); compare the same split")
-    users = sorted(a)
-    for u in users:
-        if a[u][0] != b[u][0]:
-            raise ValueError(f"user {u!r}: target {a[u][0]!r} in {path_a} but {b[u][0]!r} in {path_b}; "
-                             f"the two runs used different splits")
-    rank_a = np.array([a[u][1] for u in users])
-    rank_b = np.array([b[u][1] for u in users])
-    return [paired_difference(rank_a, rank_b, k) for k in ks]
+def compare_files(path_a, path_b, ks: tuple[int, ...]) -> list[dict]:
+    """Paired differences for each K. path_a / path_b: one file each, or equal-length lists of
+    files (pair i = path_a[i] against path_b[i]); every file must hold the same users with the
+    same targets."""
+    paths_a = [path_a] if isinstance(path_a, str) else list(path_a)
+    paths_b = [path_b] if isinstance(path_b, str) else list(path_b)
+    if len(paths_a) != len(paths_b) or not paths_a:
+        raise ValueError(f"{len(paths_a)} A files but {len(paths_b)} B files: give one B file per A file")
+    loaded = [(p, load_ranks(p)) for p in paths_a + paths_b]
+    first_path, first = loaded[0]
+    users = sorted(first)
+    for path, ranks in loaded[1:]:
+        if set(ranks) != set(first):
+            only = sorted(set(ranks) ^ set(first))[:5]
+            raise ValueError(f"{first_path} and {path} cover different users (e.g. {only}); compare the same split")
+        for u in users:
+            if ranks[u][0] != first[u][0]:
+                raise ValueError(f"user {u!r}: target {first[u][0]!r} in {first_path} but {ranks[u][0]!r} in "
+                                 f"{path}; the runs used different splits")
+    ranks = np.array([[r[u][1] for u in users] for _, r in loaded])           # [2 pairs, users]
+    half = len(paths_a)
+    return [paired_difference(ranks[:half], ranks[half:], k) for k in ks]
 
 
 def format_table(results: list[dict]) -> str:
@@ -91,13 +106,16 @@ def format_table(results: list[dict]) -> str:
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--a", required=True, help="per-user eval file of run A (jsonl)")
-    p.add_argument("--b", required=True, help="per-user eval file of run B (jsonl)")
+    p.add_argument("--a", required=True, help="per-user eval file(s) of run A (jsonl; comma-separated to pool)")
+    p.add_argument("--b", required=True, help="per-user eval file(s) of run B, one per A file")
     p.add_argument("--ks", default="5,10,20")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.ks.split(","))
     try:
-        print(format_table(compare_files(args.a, args.b, ks)))
+        results = compare_files(args.a.split(","), args.b.split(","), ks)
+        if results[0]["pairs"] > 1:
+            print(f"pooled over {results[0]['pairs']} pairs (each user's mean B - A)")
+        print(format_table(results))
     except ValueError as e:
         raise SystemExit(f"gream_jax.eval.paired: {e}") from None
 
