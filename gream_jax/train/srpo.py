@@ -10,6 +10,9 @@ prompt LEFT-padded to `prompt_len` followed by its response RIGHT-padded to `res
   old_logp, ref_logp [n_micro, micro, R] float32
 The leading `n_micro` axis is scanned (gradient accumulation), the `micro` axis is split over the
 mesh's data-parallel axes (logical axis `batch`), so memory is bounded by one micro-batch.
+Shared-prefix rows (`group_size` > 0, `config.rl.shared_prefix`): a row is one GROUP, its prompt
+once and its G responses after it, `S = prompt_len + G response_len`; response_mask, advantages
+(per token) and the log-probs are `[n_micro, micro, G R]` (`shared_prefix_logprobs`).
 
 Loss (GREAM / DAPO-style, token level): ratio = exp(logp - old_logp);
   pg = max(-A ratio, -A clip(ratio, 1 - eps_low, 1 + eps_high)), and for A < 0 also
