@@ -84,3 +84,14 @@ def tiny_qwen(n_items=24, level_sizes=(3, 3)):
     params = jax.tree.map(lambda p: p * 30.0 if p.ndim == 2 else p, params)  # peaky distributions
     return dict(cfg=cfg, params=params, mesh=mesh, codes=codes, lengths=lengths, sizes=sizes, table=table,
                 vocab=vocab)
+
+
+def tiny_policy(num_layers=1, seed=0):
+    """(mesh over all 8 fake devices, config, params) of a random 64-token Qwen, the RL update tests' model."""
+    from gream_jax import mesh as mesh_lib
+    from gream_jax.model import api
+    from gream_jax.model.config import ModelConfig
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=num_layers, num_heads=2,
+                      num_kv_heads=1, head_dim=16, max_position_embeddings=64)
+    return mesh, cfg, api.init_params(cfg, jax.random.PRNGKey(seed), mesh)

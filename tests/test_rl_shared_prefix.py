@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from infer_toy import tiny_policy
 from gream_jax import mesh as mesh_lib
 from gream_jax.index.trie import build_trie_from_codes
 from gream_jax.infer.batching import left_pad
 from gream_jax.model import api as model_api
-from gream_jax.model.config import ModelConfig
 from gream_jax.model.decoder import shared_prefix_layout
 from gream_jax.train import srpo
 from gream_jax.train.srpo_batch import shared_prefix_batches, update_batches
@@ -24,11 +24,7 @@ TABLE = np.array([[40, 41, -1], [50, 51, 52]], np.int32)                # (level
 
 @pytest.fixture(scope="module")
 def tiny():
-    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-                      num_kv_heads=1, head_dim=16, max_position_embeddings=64)
-    params = model_api.init_params(cfg, jax.random.PRNGKey(3), mesh)
-    return mesh, cfg, params
+    return tiny_policy(num_layers=2, seed=3)
 
 
 def test_layout_positions_and_mask_by_hand():

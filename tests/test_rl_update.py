@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from infer_toy import tiny_policy
 from gream_jax import mesh as mesh_lib
 from gream_jax.model import api as model_api
-from gream_jax.model.config import ModelConfig
 from gream_jax.train import srpo
 
 
@@ -31,11 +31,7 @@ def test_token_loss_clip_dual_clip_and_kl():
 
 @pytest.fixture(scope="module")
 def tiny():
-    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    cfg = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
-                      num_kv_heads=1, head_dim=16, max_position_embeddings=64)
-    params = model_api.init_params(cfg, jax.random.PRNGKey(0), mesh)
-    return mesh, cfg, params
+    return tiny_policy(num_layers=1, seed=0)
 
 
 def test_update_changes_policy_not_reference(tiny):
