@@ -168,11 +168,12 @@ def test_padded_chunks_fill_the_last_chunk_with_its_first_prompt():
     """Every chunk has one shape (left-padded to the bucketed width, each prompt repeated G times);
     the last chunk is completed with copies of its own first prompt."""
     from gream_jax import mesh as mesh_lib
-    from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
+    from gream_jax.infer.batching import prompt_width
+    from gream_jax.train.srpo_rollouts import padded_chunks
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     sharding = mesh_lib.batch_sharding(mesh, 2, mesh_lib.DEFAULT_RULES)
     prompts = [[5, 6, 7], [8], [9, 10], [1], [11, 12, 13, 14, 15]]
-    width = bucket_width(prompts, 4)
+    width = prompt_width(prompts, 4)
     assert width == 8
     chunks = [(np.asarray(t), np.asarray(m)) for t, m in padded_chunks(prompts, 4, width, 0, sharding, repeat=2)]
     assert len(chunks) == 2 and all(t.shape == m.shape == (8, 8) for t, m in chunks)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from gream_jax.infer.batching import left_pad
+from gream_jax.infer.batching import left_pad, prompt_width
 
 
 class PromptPool:
@@ -156,10 +156,8 @@ def update_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int,
 
 def _padded_prompts(batch: dict, pad_id: int, width_bucket: int) -> tuple[np.ndarray, np.ndarray]:
     """The batch's prompts LEFT-padded to its longest, rounded up to `width_bucket`: `[P, W]` x2."""
-    longest = max(len(x) for x in batch["prompt_ids"])
-    width = int(-(-longest // width_bucket) * width_bucket)
     prompts = list(batch["prompt_ids"])
-    return left_pad(prompts, width, len(prompts), pad_id)
+    return left_pad(prompts, prompt_width(prompts, width_bucket), len(prompts), pad_id)
 
 
 def shared_prefix_batches(batch: dict, advantages: np.ndarray, mini_batch_prompts: int, micro_groups: int,

@@ -71,9 +71,10 @@ class BeamRolloutRunner:
     def top_items(self, params, prompts: list[list[int]]) -> np.ndarray:
         """The G best items of each prompt in the eval's order: `[n, G]` int (-1: fewer than G exist)."""
         from gream_jax.infer import decoder
-        from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
+        from gream_jax.infer.batching import prompt_width
+        from gream_jax.train.srpo_rollouts import padded_chunks
         n = len(prompts)
-        width = bucket_width(prompts, self.bucket)
+        width = prompt_width(prompts, self.bucket)
         cache_len = decoder.direct_cache_len(width, self.trie)
         out = []
         for tokens, mask in padded_chunks(prompts, self.chunk, width, self.pad_id, self.row_sharding):

@@ -68,9 +68,10 @@ class ChainRolloutRunner:
     def chains(self, params, prompts: list[list[int]], rng) -> dict:
         """One chain per prompt: think_tokens [n, budget], think_lengths, answered, forced_close [n]."""
         from gream_jax.infer import decoder
-        from gream_jax.train.srpo_rollouts import bucket_width, padded_chunks
+        from gream_jax.infer.batching import prompt_width
+        from gream_jax.train.srpo_rollouts import padded_chunks
         n = len(prompts)
-        width = bucket_width(prompts, self.bucket)
+        width = prompt_width(prompts, self.bucket)
         cache_len = decoder.reasoning_cache_len(width, self.spec, self.trie)
         parts = []
         for tokens, mask in padded_chunks(prompts, self.chain_rows, width, self.spec.pad_id, self.row_sharding):

@@ -35,6 +35,7 @@ import numpy as np
 
 from gream_jax.index.trie import DeviceTrie
 from gream_jax.infer import sampling
+from gream_jax.infer.batching import left_pad, prompt_width
 from gream_jax.infer.windows import attention_windows, windowed_while_loop
 from gream_jax.model import api as model_api
 from gream_jax.model import trie_softmax
@@ -241,7 +242,7 @@ class RolloutRunner:
     def run(self, params, prompts: list[list[int]], target_codes: np.ndarray, rng: jax.Array) -> dict:
         """prompts: n token lists; target_codes [n, L]. Returns arrays with leading axis n."""
         n, g = len(prompts), self.g
-        width = bucket_width(prompts, self.bucket)
+        width = prompt_width(prompts, self.bucket)
         outs = []
         for tokens, mask in padded_chunks(prompts, self.chunk, width, self.spec.pad_id, self.row_sharding, g):
             rng, key = jax.random.split(rng)
@@ -258,21 +259,14 @@ class RolloutRunner:
         return scored_groups(self._reward, self.credit_table, prompts, resp, rmask, codes, well, target_codes)
 
 
-def bucket_width(prompts: list[list[int]], bucket: int) -> int:
-    """The longest prompt's length rounded up to a multiple of `bucket` (one compile per bucket)."""
-    return int(-(-max(len(p) for p in prompts) // bucket) * bucket)
-
-
 def padded_chunks(prompts: list[list[int]], rows: int, width: int, pad_id: int, sharding, repeat: int = 1):
     """Yields the prompts `rows` at a time as device arrays (tokens, mask) `[rows * repeat, width]`:
-    LEFT-padded to `width`, each prompt repeated `repeat` times in a row (G rollouts), the last
-    chunk completed with copies of its own first prompt (callers drop their results), placed on
-    `sharding`. Every chunk has one shape, so the decoder compiles once per width."""
-    from gream_jax.infer.batching import left_pad
+    `batching.left_pad`'s rows (LEFT-padded to `width`; a short last chunk completed with copies of
+    its own first prompt, whose results callers drop), each repeated `repeat` times in a row (G
+    rollouts), placed on `sharding`. Every chunk has one shape: one compile per width
+    (`batching.prompt_width`)."""
     for start in range(0, len(prompts), rows):
-        chunk = prompts[start:start + rows]
-        chunk = chunk + [chunk[0]] * (rows - len(chunk))
-        tokens, mask = left_pad(chunk, width, rows, pad_id)
+        tokens, mask = left_pad(prompts[start:start + rows], width, rows, pad_id)
         yield (jax.device_put(np.repeat(tokens, repeat, 0), sharding),
                jax.device_put(np.repeat(mask, repeat, 0), sharding))
 
