@@ -39,6 +39,19 @@ def test_ml100k_reasoning_rl_variant():
     assert load_config_file("ml100k").rl.mode == "direct"
 
 
+def test_ml100k_heldout_reasoning_rl_variant():
+    """`configs/ml100k.py:heldout_reasoning_rl`: session 17's measured run, the Reasoning-mode SRPO
+    above on the transitions its SFT held out, 40 steps validated at 20 and 40."""
+    config = load_config_file("ml100k", "heldout_reasoning_rl")
+    validate_config(config)
+    plain = load_config_file("ml100k", "reasoning_rl")
+    assert config.train.holdout_last_targets == 1 and config.rl.prompt_positions == 1
+    assert (config.rl.steps, config.rl.eval_every) == (40, 20)
+    for field in ("mode", "rollout", "select_mode", "learning_rate", "batch_prompts", "group_size"):
+        assert config.rl[field] == plain.rl[field]
+    assert plain.train.holdout_last_targets == 0 and plain.rl.prompt_positions == 0
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("name", "netflix", r"config\.data\.name='netflix': unknown dataset"),
     ("max_history", 0, r"config\.data\.max_history=0"),
