@@ -60,9 +60,8 @@ def shared_prefix_layout(prefix_mask, response_mask):
     prefix_mask = prefix_mask.astype(jnp.int32)
     response_mask = response_mask.astype(jnp.int32)
     n_prefix = jnp.sum(prefix_mask, axis=-1)                                          # [b]
-    prefix_pos = jnp.maximum(jnp.cumsum(prefix_mask, axis=-1) - 1, 0)
-    resp_pos = n_prefix[:, None, None] + jnp.maximum(jnp.cumsum(response_mask, axis=-1) - 1, 0)
-    positions = jnp.concatenate([prefix_pos, resp_pos.reshape(b, g * r)], axis=1)
+    resp_pos = n_prefix[:, None] + positions_from_mask(response_mask.reshape(b * g, r)).reshape(b, g * r)
+    positions = jnp.concatenate([positions_from_mask(prefix_mask), resp_pos], axis=1)
     s = w + g * r
     group = jnp.concatenate([jnp.full((w,), -1), jnp.repeat(jnp.arange(g), r)])        # [S], -1 = prompt
     same_or_prompt = (group[:, None] == group[None, :]) | (group[None, :] < 0)

@@ -30,6 +30,7 @@ from gream_jax.train import advantages as adv_lib
 from gream_jax.train import rewards as rewards_lib
 from gream_jax.train import srpo
 from gream_jax.config_defaults.rl import shares_prefix
+from gream_jax.infer.batching import round_up
 from gream_jax.train.srpo_batch import (PromptPool, collect_groups, future_window, history_and_target,
                                         shared_prefix_batches, update_batches)
 from gream_jax.train.srpo_rollouts import RolloutRunner, RolloutSpec, sid_level_code_table, special_token_ids
@@ -143,7 +144,7 @@ class SrpoTrainer:
         micro = int(rl.micro_batch_sequences)
         if self.group_rows:
             micro = min(max(1, micro // self.group_rows), int(rl.mini_batch_prompts))
-        self.micro = -(-micro // dp) * dp
+        self.micro = round_up(micro, dp)
         self.rng = jax.random.PRNGKey(int(config.seed) + 12)
         self.step = 0
 
