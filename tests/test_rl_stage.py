@@ -88,6 +88,19 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
         for a, b in zip(jax.tree.leaves(sft_params), jax.tree.leaves(params)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert os.path.isdir(os.path.join(workdir, "rl", "tb"))
+    # The final evaluation's per-user rows are the eval stage's, figure for figure: `eval.paired`
+    # can compare RL with SFT from them alone.
+    from gream_jax.eval.paired import load_ranks
+    from gream_jax.eval.stage import run_eval
+    rl_ranks = load_ranks(os.path.join(workdir, "rl", "per_user_test_direct.jsonl"))
+    assert len(rl_ranks) == N_USERS
+    hits5 = np.mean([0 <= rank < 5 for _, rank in rl_ranks.values()])
+    assert hits5 == pytest.approx(summary["test"]["recall@5"])
+    config.eval.modes = ("direct",)
+    run_eval(config, workdir)
+    assert load_ranks(os.path.join(workdir, "eval", "per_user_test_direct.jsonl")) == rl_ranks
+    assert load_ranks(os.path.join(workdir, "rl", "per_user_valid_direct.jsonl")) == load_ranks(
+        os.path.join(workdir, "eval", "per_user_valid_direct.jsonl"))
     # Resume: asking for one more step continues from the step-2 checkpoint.
     config.rl.steps = 3
     summary = run_rl(config, workdir)
@@ -146,6 +159,12 @@ def test_rl_stage_in_reasoning_mode_selects_on_reasoning_validation(tmp_path, mo
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows if "valid/ndcg@10" in r] == [0, 1, 2]
     assert all(0.0 <= r["valid/recall@10"] <= 1.0 for r in rows if "valid/recall@10" in r)
+    # The final Reasoning-mode evaluation writes the eval stage's rows, chains included, for its 6 users.
+    with open(os.path.join(workdir, "rl", "per_user_test_reasoning.jsonl")) as f:
+        user_rows = [json.loads(line) for line in f]
+    assert len(user_rows) == 6 and all(isinstance(r["reasoning"], list) and r["samples"] for r in user_rows)
+    hits10 = np.mean([0 <= r["hit_rank"] < 10 for r in user_rows])
+    assert hits10 == pytest.approx(summary["test"]["recall@10"])
     # The users: rl.eval_users when set, else the eval stage's own reasoning users; Direct keeps SFT's rule.
     from gream_jax.eval.stage import reasoning_users
     assert len(validation_users(config, 16, "reasoning")) == 6
@@ -182,7 +201,7 @@ def test_rl_stage_with_chain_rollouts_trains_the_answer_after_one_chain(tmp_path
         assert 0.0 <= r["chain_answered_rate"] <= 1.0 and 0.0 <= r["chain_tokens_mean"] <= 5.0
         assert r["well_formed_rate"] == 1.0            # the answers go through the trie
     # One step's groups, looked at directly: every prompt ends at <answer> after its chain.
-    split, sids, model_cfg, params, tokenizer, _, mesh, rules = load_inputs(config, workdir)
+    _, split, sids, model_cfg, params, tokenizer, _, mesh, rules = load_inputs(config, workdir)
     trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
     histories = [split.train[u][:3] for u in range(4)]
     prompts = [trainer.prompt(h) for h in histories]

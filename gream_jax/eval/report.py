@@ -39,6 +39,25 @@ def user_rows(users, histories, targets, ranked, scores, data, texts=None, extra
     return rows
 
 
+
+def ranked_rows(users, histories, targets, ranked, data) -> list[dict]:
+    """`user_rows` of a recommender result: Direct mode's `Ranked`, or Reasoning mode's
+    `ReasoningRanked` with each user's chains and, per chain, its top item, whether the model
+    answered within the budget, whether `</think>` was forced and the chain's length. The one row
+    format of WORKDIR/eval/per_user_*.jsonl and WORKDIR/rl/per_user_*.jsonl (`eval.paired` reads both)."""
+    if not hasattr(ranked, "sample_items"):
+        return user_rows(users, histories, targets, ranked.items, ranked.scores, data)
+    extra = [{"samples": [{"top1": data.item_ids[int(ranked.sample_items[r, j, 0])]
+                           if ranked.sample_items[r, j, 0] >= 0 else None,
+                           "answered": bool(ranked.answered[r, j]),
+                           "forced_close": bool(ranked.forced_close[r, j]),
+                           "reasoning_tokens": int(ranked.think_tokens[r, j])}
+                          for j in range(ranked.sample_items.shape[1])]}
+             for r in range(len(users))]
+    return user_rows(users, histories, targets, ranked.items, ranked.scores, data, texts=ranked.texts,
+                     extra=extra)
+
+
 def results_table(results: dict, ks, notes: dict | None = None) -> str:
     """Markdown table: one row per (split, mode); results[split][mode] = metrics dict."""
     metric_cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]

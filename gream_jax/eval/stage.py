@@ -132,7 +132,7 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
             m["item_head_weight"] = choice.weight
         results["direct"] = m
         io.write_jsonl(os.path.join(out_dir, f"per_user_{which}_direct.jsonl"),
-                       report.user_rows(users, histories, targets_all, ranked.items, ranked.scores, data))
+                       report.ranked_rows(users, histories, targets_all, ranked, data))
     if "reasoning" in ev.modes:
         users = reasoning_users(split.n_users, config)
         histories = [split.history(which, int(u)) for u in users]
@@ -154,16 +154,8 @@ def evaluate_split(which, params, model_cfg, tokenizer, sids, trie, data, split,
                  answered_rate=float(ranked.answered.mean()),
                  mean_reasoning_tokens=float(ranked.think_tokens.mean()))
         results["reasoning"] = m
-        extra = [{"samples": [{"top1": data.item_ids[int(ranked.sample_items[r, j, 0])]
-                               if ranked.sample_items[r, j, 0] >= 0 else None,
-                               "answered": bool(ranked.answered[r, j]),
-                               "forced_close": bool(ranked.forced_close[r, j]),
-                               "reasoning_tokens": int(ranked.think_tokens[r, j])}
-                              for j in range(ranked.sample_items.shape[1])]}
-                 for r in range(len(users))]
         io.write_jsonl(os.path.join(out_dir, f"per_user_{which}_reasoning.jsonl"),
-                       report.user_rows(users, histories, targets, ranked.items, ranked.scores, data,
-                                        texts=ranked.texts, extra=extra))
+                       report.ranked_rows(users, histories, targets, ranked, data))
     return results
 
 

@@ -42,16 +42,31 @@ class DirectValidator:
         self.trie = build_trie(semantic_ids)
         self.ks = tuple(k for k in (5, 10) if k <= int(config.eval.top_k))
 
-    def recommend(self, params, histories) -> np.ndarray:
+    def ranked(self, params, histories):
+        """The recommender's result (`Ranked`: items and scores, [n, K]) for these histories."""
         from gream_jax.infer.recommender import recommend_direct
-        ranked = recommend_direct(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
-                                  self.config, self.mesh, name="sft-valid")
-        return np.asarray(ranked.items)
+        return recommend_direct(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
+                                self.config, self.mesh, name="sft-valid")
 
-    def evaluate(self, params, split, which: str, users: np.ndarray | None = None) -> dict[str, float]:
+    def recommend(self, params, histories) -> np.ndarray:
+        return np.asarray(self.ranked(params, histories).items)
+
+    def evaluate(self, params, split, which: str, users: np.ndarray | None = None,
+                 per_user_path: str | None = None, data=None) -> dict[str, float]:
+        """Recall / NDCG@5,10 of `which`'s targets; with `per_user_path` (and the prepared `data`, for
+        raw ids and titles) also the eval stage's per-user rows, so `eval.paired` can compare this
+        evaluation with another without running the model again."""
         users = np.arange(split.n_users) if users is None else np.asarray(users)
-        ranked = self.recommend(params, [split.history(which, int(u)) for u in users])
-        return rank_metrics(ranked, np.asarray(split.targets(which))[users], self.ks)
+        histories = [split.history(which, int(u)) for u in users]
+        ranked = self.ranked(params, histories)
+        targets = np.asarray(split.targets(which))[users]
+        if per_user_path is not None:
+            from gream_jax.eval.report import ranked_rows
+            from gream_jax.utils.io import write_jsonl
+            if data is None:
+                raise ValueError(f"{per_user_path}: per-user rows need the prepared data (ids and titles)")
+            write_jsonl(per_user_path, ranked_rows(users, histories, targets, ranked, data))
+        return rank_metrics(np.asarray(ranked.items), targets, self.ks)
 
 
 class ReasoningValidator(DirectValidator):
@@ -64,11 +79,10 @@ class ReasoningValidator(DirectValidator):
     validations (R@10 .040 -> .085) was worse than the SFT model on all 943 (docs/results.md).
     """
 
-    def recommend(self, params, histories) -> np.ndarray:
+    def ranked(self, params, histories):
         from gream_jax.infer.recommender import recommend_reasoning
-        ranked = recommend_reasoning(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
-                                     self.config, self.mesh, name="rl-valid-reasoning")
-        return np.asarray(ranked.items)
+        return recommend_reasoning(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
+                                   self.config, self.mesh, name="rl-valid-reasoning")
 
 
 VALIDATORS = {"direct": DirectValidator, "reasoning": ReasoningValidator}

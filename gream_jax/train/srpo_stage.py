@@ -11,7 +11,9 @@
      same command again); Direct-mode validation every `eval_every` steps, step 0 (the SFT model)
      included, keeping the best state;
   4. exports the best-by-validation parameters to WORKDIR/rl/final. If no RL step beat the SFT
-     model on validation, rl/final holds the SFT parameters and the summary says so.
+     model on validation, rl/final holds the SFT parameters and the summary says so. Their final
+     valid / test evaluation (in `select_mode`) also writes WORKDIR/rl/per_user_{split}_{mode}.jsonl,
+     the eval stage's per-user rows, for `python -m gream_jax.eval.paired`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -277,7 +280,21 @@ class SrpoTrainer:
         self.params, self.opt_state = state["params"], state["opt_state"]
 
 
-def load_inputs(config, workdir):
+class RlInputs(NamedTuple):
+    """What the rl stage reads from WORKDIR: the prepared data and split, the SIDs, and the model
+    it starts from (`config.rl.init_from`) placed on the mesh."""
+    data: Any
+    split: Any
+    sids: Any
+    model_cfg: Any
+    params: Any
+    tokenizer: Any
+    meta: dict
+    mesh: Any
+    rules: Any
+
+
+def load_inputs(config, workdir) -> RlInputs:
     from gream_jax.data.prepare import load_prepared
     from gream_jax.index.sid import SemanticIds
     from gream_jax.model.store import load_model
@@ -292,7 +309,7 @@ def load_inputs(config, workdir):
     model_cfg, params, tokenizer, meta = load_model(init_dir, mesh, rules)
     from gream_jax.infer.recommender import check_sid_softmax
     check_sid_softmax(config, meta, init_dir)
-    return split, sids, model_cfg, params, tokenizer, meta, mesh, rules
+    return RlInputs(data, split, sids, model_cfg, params, tokenizer, meta, mesh, rules)
 
 
 def validation_users(config, n_users: int, select_mode: str) -> np.ndarray | None:
@@ -319,7 +336,7 @@ def run_rl(config, workdir: str) -> dict:
     if not rl.enabled:
         logging.info("[rl] config.rl.enabled=False: skipped (eval uses sft/final)")
         return {"skipped": True}
-    split, sids, model_cfg, params, tokenizer, init_meta, mesh, rules = load_inputs(config, workdir)
+    data, split, sids, model_cfg, params, tokenizer, init_meta, mesh, rules = load_inputs(config, workdir)
     trainer = SrpoTrainer(config, model_cfg, params, tokenizer, sids, split, mesh, rules)
     del params
     select_mode = rl.select_mode or rl.mode
@@ -396,8 +413,11 @@ def run_rl(config, workdir: str) -> dict:
     train_s = elapsed_before + time.perf_counter() - run_start
     best_state, best_meta = ckpt.restore(trainer.state(), best=True)
     final_users = users if select_mode == "reasoning" else None   # Direct: every user
-    valid = validator.evaluate(best_state["params"], split, "valid", final_users)
-    test = validator.evaluate(best_state["params"], split, "test", final_users)
+    # Per-user rows as the eval stage writes them (same model, same chain draws: the same figures),
+    # so `eval.paired` compares RL with the SFT model without evaluating this one again.
+    valid, test = (validator.evaluate(best_state["params"], split, which, final_users, data=data,
+                                      per_user_path=os.path.join(stage_dir, f"per_user_{which}_{select_mode}.jsonl"))
+                   for which in ("valid", "test"))
     summary = {"objective": rl.objective, "mode": rl.mode, "select_mode": select_mode,
                "select_users": split.n_users if final_users is None else len(final_users),
                "seed": int(config.seed), "steps": trainer.step,
