@@ -1,4 +1,4 @@
-"""Paired comparison of two evaluations on the same users (the eval stage's per-user files).
+"""Paired comparison of two evaluations on the same users (the eval or rl stage's per-user files).
 
 Why: with 943 ML-100k users one Recall@10 carries a standard error of about 0.011, so two runs
 can only be told apart on the same per-user targets. This computes, for each K, the mean of the
@@ -50,7 +50,8 @@ def load_ranks(path: str) -> dict[str, tuple[str, int]]:
     """user -> (target, 0-based hit rank or -1) from a per-user eval file, with clear errors."""
     out = {}
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file (the eval stage writes WORKDIR/eval/per_user_<split>_<mode>.jsonl)")
+        raise ValueError(f"{path}: no such file (the eval stage writes WORKDIR/eval/per_user_<split>_<mode>.jsonl, "
+                         "the rl stage WORKDIR/rl/per_user_<split>_<select mode>.jsonl)")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
