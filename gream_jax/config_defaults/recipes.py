@@ -168,9 +168,11 @@ def heldout_reasoning_srpo(config) -> None:
     Reasoning-mode validation on all users at 20 and 40. One config for the whole pipeline (sft,
     rl, eval, all).
 
-    Measured on ML-100k (docs/results.md "Session 17"), seeds 0 / 1 / 2, Reasoning-mode test N@10
-    against the holdout SFT model on the same 943 users: +.0042 / +.0043 / +.0072 (s.e. .0042 /
-    .0047 / .0035), pooled +.0053 (.0028); Direct mode within noise. Without the holdout (session 16)
+    Measured on ML-100k (docs/results.md "Session 17", "Session 18"), Reasoning-mode test N@10
+    against the holdout SFT model on the same 943 users: seeds 0 / 1 / 2 +.0042 / +.0043 / +.0072
+    (s.e. ~.004), seeds 3 / 4 / 5 (end to end from this recipe) -.0033 / -.0004 / 0 (seed 5 kept
+    the SFT model); six seeds pooled +.0020 (s.e. .0019): within noise, validation +.0050 (.0021)
+    on the steps validation itself picked. Direct mode within noise. Without the holdout (session 16)
     validation rose as much and test did not (+.0026 / -.0093)."""
     reasoning_srpo(config)
     config.train.holdout_last_targets = 1
