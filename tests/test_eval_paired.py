@@ -76,3 +76,7 @@ def test_pooled_pairs_average_each_users_difference(tmp_path, capsys):
     paired.main([f"--a={','.join(files['a'])}", f"--b={','.join(files['b'])}", "--ks=10"])
     out = capsys.readouterr().out
     assert "pooled over 2 pairs" in out and "| recall@10 |" in out
+    # each pair alone: pair 1 (users' hit@10 differences 0, 1, 0, -1) nets 0, pair 2 (1, 1, 0, -1) +0.25
+    pair_rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(pair_rows) == 2
+    assert pair_rows[0].split(" | ")[2].startswith("+0.0000") and pair_rows[1].split(" | ")[2].startswith("+0.2500")

@@ -12,7 +12,7 @@ Command:
 Several pairs (comma-separated, A_i against B_i: seeds, or independent chain draws of a sampled
 Reasoning-mode eval) are pooled per user: each user's difference is the mean of its B_i - A_i, and
 the standard error is taken over users, so the users' correlation across pairs is kept and draw
-noise averages out.
+noise averages out; each pair's own difference is printed below the pooled table.
 """
 
 from __future__ import annotations
@@ -104,6 +104,19 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def per_pair_table(paths_a, paths_b, ks: tuple[int, ...]) -> str:
+    """One row per pair (B_i - A_i and its s.e., each metric@k): the seeds or draws behind a pooled
+    figure, so a pooled gain carried by one pair shows."""
+    metrics = [(name, k) for k in ks for name in ("recall", "ndcg")]
+    lines = ["| pair | B file | " + " | ".join(f"{n}@{k} B - A (s.e.)" for n, k in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for i, (a, b) in enumerate(zip(paths_a, paths_b), 1):
+        by_k = {r["k"]: r for r in compare_files(a, b, ks)}
+        cells = [f"{by_k[k][n]['diff']:+.4f} ({by_k[k][n]['se']:.4f})" for n, k in metrics]
+        lines.append(f"| {i} | {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -113,10 +126,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.ks.split(","))
     try:
-        results = compare_files(args.a.split(","), args.b.split(","), ks)
+        paths_a, paths_b = args.a.split(","), args.b.split(",")
+        results = compare_files(paths_a, paths_b, ks)
         if results[0]["pairs"] > 1:
             print(f"pooled over {results[0]['pairs']} pairs (each user's mean B - A)")
         print(format_table(results))
+        if results[0]["pairs"] > 1:
+            print("\neach pair alone\n" + per_pair_table(paths_a, paths_b, ks))
     except ValueError as e:
         raise SystemExit(f"gream_jax.eval.paired: {e}") from None
 
