@@ -36,6 +36,10 @@ def test_compare_files_pairs_users_and_refuses_mismatches(tmp_path):
     (r,) = paired.compare_files(a, b, (5,))
     assert r["recall"]["diff"] == pytest.approx(0.5)       # u2 gains a hit, order of rows is irrelevant
     assert "within noise" in paired.format_table([r]) or "B better" in paired.format_table([r])
+    # the same ranks on both sides (e.g. RL kept the SFT model): no difference, not "A better"
+    (same,) = paired.compare_files(a, a, (5,))
+    assert same["recall"]["diff"] == 0 and same["recall"]["se"] == 0
+    assert "| no difference |" in paired.format_table([same]) and "better" not in paired.format_table([same])
     other = _write(tmp_path / "c.jsonl", [{"user": "u1", "target": "9", "hit_rank": 0},
                                           {"user": "u2", "target": "8", "hit_rank": 0}])
     with pytest.raises(ValueError, match="different splits"):
