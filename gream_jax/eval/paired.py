@@ -98,7 +98,8 @@ def format_table(results: list[dict]) -> str:
     for r in results:
         for name in ("recall", "ndcg"):
             m = r[name]
-            verdict = ("no difference" if m["diff"] == 0 else "within noise" if abs(m["diff"]) < 2 * m["se"]
+            identical = m["diff"] == 0 and m["se"] == 0          # every user the same on both sides
+            verdict = ("no difference" if identical else "within noise" if abs(m["diff"]) < 2 * m["se"]
                        else "B better" if m["diff"] > 0 else "A better")
             lines.append(f"| {name}@{r['k']} | {m['a']:.4f} | {m['b']:.4f} | {m['diff']:+.4f} | {m['se']:.4f} | "
                          f"{m['only_a']} / {m['only_b']} | {verdict} |")

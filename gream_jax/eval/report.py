@@ -39,7 +39,6 @@ def user_rows(users, histories, targets, ranked, scores, data, texts=None, extra
     return rows
 
 
-
 def ranked_rows(users, histories, targets, ranked, data) -> list[dict]:
     """`user_rows` of a recommender result: Direct mode's `Ranked`, or Reasoning mode's
     `ReasoningRanked` with each user's chains and, per chain, its top item, whether the model
