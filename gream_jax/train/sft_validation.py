@@ -48,9 +48,6 @@ class DirectValidator:
         return recommend_direct(params, self.model_cfg, self.tokenizer, self.sids, self.trie, histories,
                                 self.config, self.mesh, name="sft-valid")
 
-    def recommend(self, params, histories) -> np.ndarray:
-        return np.asarray(self.ranked(params, histories).items)
-
     def evaluate(self, params, split, which: str, users: np.ndarray | None = None,
                  per_user_path: str | None = None, data=None) -> dict[str, float]:
         """Recall / NDCG@5,10 of `which`'s targets; with `per_user_path` (and the prepared `data`, for
