@@ -69,10 +69,10 @@ def load_ranks(path: str) -> dict[str, tuple[str, int]]:
     return out
 
 
-def compare_files(path_a, path_b, ks: tuple[int, ...]) -> list[dict]:
-    """Paired differences for each K. path_a / path_b: one file each, or equal-length lists of
-    files (pair i = path_a[i] against path_b[i]); every file must hold the same users with the
-    same targets."""
+def load_pairs(path_a, path_b) -> tuple[np.ndarray, np.ndarray]:
+    """Hit ranks `[pairs, users]` of the A and B files (users in one sorted order). path_a / path_b:
+    one file each, or equal-length lists of files (pair i = path_a[i] against path_b[i]); every file
+    must hold the same users with the same targets."""
     paths_a = [path_a] if isinstance(path_a, str) else list(path_a)
     paths_b = [path_b] if isinstance(path_b, str) else list(path_b)
     if len(paths_a) != len(paths_b) or not paths_a:
@@ -90,7 +90,13 @@ def compare_files(path_a, path_b, ks: tuple[int, ...]) -> list[dict]:
                                  f"{path}; the runs used different splits")
     ranks = np.array([[r[u][1] for u in users] for _, r in loaded])           # [2 pairs, users]
     half = len(paths_a)
-    return [paired_difference(ranks[:half], ranks[half:], k) for k in ks]
+    return ranks[:half], ranks[half:]
+
+
+def compare_files(path_a, path_b, ks: tuple[int, ...]) -> list[dict]:
+    """Paired differences for each K, pooled over the pairs (`load_pairs` reads and checks the files)."""
+    rank_a, rank_b = load_pairs(path_a, path_b)
+    return [paired_difference(rank_a, rank_b, k) for k in ks]
 
 
 def format_table(results: list[dict]) -> str:
@@ -106,16 +112,16 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def per_pair_table(paths_a, paths_b, ks: tuple[int, ...]) -> str:
-    """One row per pair (B_i - A_i and its s.e., each metric@k): the seeds or draws behind a pooled
-    figure, so a pooled gain carried by one pair shows."""
+def per_pair_table(rank_a: np.ndarray, rank_b: np.ndarray, names: list[str], ks: tuple[int, ...]) -> str:
+    """One row per pair (B_i - A_i and its s.e., each metric@k) of `load_pairs`' `[pairs, users]`
+    ranks: the seeds or draws behind a pooled figure, so a pooled gain carried by one pair shows."""
     metrics = [(name, k) for k in ks for name in ("recall", "ndcg")]
     lines = ["| pair | B file | " + " | ".join(f"{n}@{k} B - A (s.e.)" for n, k in metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
-    for i, (a, b) in enumerate(zip(paths_a, paths_b), 1):
-        by_k = {r["k"]: r for r in compare_files(a, b, ks)}
+    for i, name in enumerate(names):
+        by_k = {k: paired_difference(rank_a[i], rank_b[i], k) for k in ks}
         cells = [f"{by_k[k][n]['diff']:+.4f} ({by_k[k][n]['se']:.4f})" for n, k in metrics]
-        lines.append(f"| {i} | {b} | " + " | ".join(cells) + " |")
+        lines.append(f"| {i + 1} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -128,13 +134,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.ks.split(","))
     try:
-        paths_a, paths_b = args.a.split(","), args.b.split(",")
-        results = compare_files(paths_a, paths_b, ks)
-        if results[0]["pairs"] > 1:
-            print(f"pooled over {results[0]['pairs']} pairs (each user's mean B - A)")
+        paths_b = args.b.split(",")
+        rank_a, rank_b = load_pairs(args.a.split(","), paths_b)
+        results = [paired_difference(rank_a, rank_b, k) for k in ks]
+        if len(rank_a) > 1:
+            print(f"pooled over {len(rank_a)} pairs (each user's mean B - A)")
         print(format_table(results))
-        if results[0]["pairs"] > 1:
-            print("\neach pair alone\n" + per_pair_table(paths_a, paths_b, ks))
+        if len(rank_a) > 1:
+            print("\neach pair alone\n" + per_pair_table(rank_a, rank_b, paths_b, ks))
     except ValueError as e:
         raise SystemExit(f"gream_jax.eval.paired: {e}") from None
 
