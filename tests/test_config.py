@@ -87,6 +87,25 @@ def test_amazon_datasets_need_their_files(tmp_path, shared_data_dir):
         validate_config(config)
 
 
+def test_raw_data_is_checked_only_by_the_stages_that_read_it(tmp_path):
+    """A prepared workdir moves to a machine without the raw files: sft/eval/rl read WORKDIR/data."""
+    config = base_config()
+    config.data.name = "amazon_processed"
+    config.data.path = str(tmp_path / "beauty")          # absent
+    config.data.file_prefix = "Beauty"
+    for stage in ("index", "sft", "rl", "eval"):
+        config.stage = stage
+        validate_config(config)
+    for stage in ("prepare", "all"):
+        config.stage = stage
+        with pytest.raises(ConfigError, match=r"config\.data\.path=.*beauty'?: no such file"):
+            validate_config(config)
+    config.data.path = ""
+    config.stage = "sft"
+    with pytest.raises(ConfigError, match=r"config\.data\.path: required"):
+        validate_config(config)
+
+
 def test_impossible_mesh_names_config_mesh():
     config = base_config()
     config.mesh.data = 3       # 8 fake devices

@@ -84,3 +84,21 @@ def test_pooled_pairs_average_each_users_difference(tmp_path, capsys):
     pair_rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(pair_rows) == 2
     assert pair_rows[0].split(" | ")[2].startswith("+0.0000") and pair_rows[1].split(" | ")[2].startswith("+0.2500")
+
+
+def test_cli_piped_into_head_exits_without_a_traceback(tmp_path):
+    """`python -m gream_jax.eval.paired ... | head -1`: the closed pipe is not reported as a crash."""
+    import os
+    import subprocess
+    import sys
+    rows = [{"user": f"u{i}", "target": str(i), "hit_rank": i % 12 - 1} for i in range(50)]
+    a, b = _write(tmp_path / "a.jsonl", rows), _write(tmp_path / "b.jsonl", rows[::-1])
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo)
+    # Pooled over many pairs, so the output is long enough to outlast the reader.
+    many = 400
+    cmd = (f"{sys.executable} -m gream_jax.eval.paired --a={','.join([a] * many)} --b={','.join([b] * many)} "
+           f"| head -n 1")
+    out = subprocess.run(["bash", "-c", cmd], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("pooled over 400 pairs")
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr

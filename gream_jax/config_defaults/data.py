@@ -40,17 +40,12 @@ def expected_files(d) -> list[str]:
     return []
 
 
-def validate(config) -> None:
-    from gream_jax.config_defaults.base import ConfigError
-    d = config.data
-    if d.name not in DATASETS:
-        raise ConfigError(f"config.data.name={d.name!r}: unknown dataset; known: {DATASETS}")
-    if d.name != "ml100k" and not d.path:
-        raise ConfigError(f"config.data.path: required for dataset {d.name!r}")
+RAW_DATA_STAGES = ("prepare", "all")
+
+
+def _check_raw_files(d, ConfigError) -> None:
     if d.path and not os.path.exists(d.path):
         raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
-    if d.name in ("amazon2014", "amazon2018") and not d.file_prefix:
-        raise ConfigError(f"config.data.file_prefix: required for {d.name!r} (the category, e.g. 'Beauty')")
     if d.name == "amazon_processed" and not d.file_prefix and os.path.isdir(d.path):
         found = [f for f in os.listdir(d.path) if f.endswith(".inter.json")]
         if len(found) != 1:
@@ -60,6 +55,21 @@ def validate(config) -> None:
         if not os.path.isfile(path):
             raise ConfigError(f"config.data.path={d.path!r}: {path} not found "
                               f"(config.data.file_prefix={d.file_prefix!r})")
+
+
+def validate(config) -> None:
+    from gream_jax.config_defaults.base import ConfigError
+    d = config.data
+    if d.name not in DATASETS:
+        raise ConfigError(f"config.data.name={d.name!r}: unknown dataset; known: {DATASETS}")
+    if d.name != "ml100k" and not d.path:
+        raise ConfigError(f"config.data.path: required for dataset {d.name!r}")
+    if d.name in ("amazon2014", "amazon2018") and not d.file_prefix:
+        raise ConfigError(f"config.data.file_prefix: required for {d.name!r} (the category, e.g. 'Beauty')")
+    # Only `prepare` (and `all`) read the raw files; later stages read WORKDIR/data, so a prepared
+    # workdir can move to a machine without the raw data (an accelerator host, say).
+    if config.stage in RAW_DATA_STAGES:
+        _check_raw_files(d, ConfigError)
     if d.kcore < 1:
         raise ConfigError(f"config.data.kcore={d.kcore}: must be >= 1")
     if d.max_history < 1:
