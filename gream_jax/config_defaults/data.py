@@ -43,7 +43,9 @@ def expected_files(d) -> list[str]:
 RAW_DATA_STAGES = ("prepare", "all")
 
 
-def _check_raw_files(d, ConfigError) -> None:
+def _check_raw_files(d) -> None:
+    """The raw files `prepare` reads exist (a missing path, prefix or file is named)."""
+    from gream_jax.config_defaults.base import ConfigError
     if d.path and not os.path.exists(d.path):
         raise ConfigError(f"config.data.path={d.path!r}: no such file or directory")
     if d.name == "amazon_processed" and not d.file_prefix and os.path.isdir(d.path):
@@ -69,7 +71,7 @@ def validate(config) -> None:
     # Only `prepare` (and `all`) read the raw files; later stages read WORKDIR/data, so a prepared
     # workdir can move to a machine without the raw data (an accelerator host, say).
     if config.stage in RAW_DATA_STAGES:
-        _check_raw_files(d, ConfigError)
+        _check_raw_files(d)
     if d.kcore < 1:
         raise ConfigError(f"config.data.kcore={d.kcore}: must be >= 1")
     if d.max_history < 1:
