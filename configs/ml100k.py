@@ -8,8 +8,9 @@ SRPO in Reasoning mode instead (chain rollouts: one chain per prompt, G answers 
 Reasoning-mode validation NDCG@10 by ~.011 on seeds 0 and 1, not test; docs/results.md "Session 16"):
     python -m gream_jax.main --config=configs/ml100k.py:reasoning_rl --workdir=W --config.stage=rl
 The same with SFT holding out each user's last training item and SRPO on exactly those transitions
-(Reasoning-mode test NDCG@10 against SFT alone over six seeds +.0020, s.e. .0019: within noise;
-+.0053 on seeds 0-2, -.0012 on seeds 3-5; docs/results.md "Session 17", "Session 18"; prepare,
+(Reasoning-mode test NDCG@10 against SFT alone over eight seeds about +.0017, s.e. .0017: within
+noise; +.0053 on seeds 0-2, -.0012 on seeds 3-5, +.0007 on seeds 6-7; from the last SFT update, whose
+chains are trained, -.0003; docs/results.md "Session 17", "Session 18", "Session 19"; prepare,
 index and SFT ~16 min, RL ~30 min):
     python -m gream_jax.main --config=configs/ml100k.py:heldout_reasoning_rl --workdir=W --config.stage=sft
     python -m gream_jax.main --config=configs/ml100k.py:heldout_reasoning_rl --workdir=W --config.stage=rl

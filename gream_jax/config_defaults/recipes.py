@@ -172,8 +172,12 @@ def heldout_reasoning_srpo(config) -> None:
     against the holdout SFT model on the same 943 users: seeds 0 / 1 / 2 +.0042 / +.0043 / +.0072
     (s.e. ~.004), seeds 3 / 4 / 5 (end to end from this recipe) -.0033 / -.0004 / 0 (seed 5 kept
     the SFT model); six seeds pooled +.0020 (s.e. .0019): within noise, validation +.0050 (.0021)
-    on the steps validation itself picked. Direct mode within noise. Without the holdout (session 16)
-    validation rose as much and test did not (+.0026 / -.0093)."""
+    on the steps validation itself picked; seeds 6 / 7 +.0029 / -.0015 (session 19). Direct mode within
+    noise. Without the holdout (session 16) validation rose as much and test did not (+.0026 / -.0093).
+    The SFT model it starts from is the update Direct-mode validation keeps (375 / 750 / 875 of 1,900
+    on seeds 6 / 7 / 0), early in the reasoning curriculum, with chains not yet learned; RL from the
+    last update instead (`--config.rl.init_from=sft/step_1900` after `--config.stage=export
+    --config.train.export_step=1900`) keeps the chains well formed and gives test -.0003 (s.e. .0029)."""
     reasoning_srpo(config)
     config.train.holdout_last_targets = 1
     r = config.rl
