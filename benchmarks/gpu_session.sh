@@ -17,8 +17,9 @@
 # On the GPU machine (the device tool's `run`, carry [".gpu"]):
 #   OUT=$OUT GPU_SESSION_S=570 bash benchmarks/gpu_session.sh
 # CPU rehearsal of every code path:
-#   GPU_BENCH_PRESET=tiny GPU_SESSION_S=240 BEAUTY_SFT_MINUTES=0.3 OUT=/tmp/gpu_session PYTHON=.venv/bin/python \
-#     bash benchmarks/gpu_session.sh
+#   GPU_BENCH_PRESET=tiny GPU_SESSION_S=300 BENCH_S=120 BEAUTY_SFT_MINUTES=0.3 OUT=/tmp/gpu_session \
+#     PYTHON=.venv/bin/python bash benchmarks/gpu_session.sh
+# (in a clone without ../shared beside it, as on the GPU machine; docs/benchmarks.md has the results)
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,6 +76,7 @@ if [[ -d "${W}/sft/final" ]] && (( t > 20 )); then
     > "${W}/eval.log" 2>&1
   log "eval exit code $?"; tail -n 25 "${W}/eval.log"
 fi
-tar -C "${WORK}" --exclude='checkpoints' --exclude='final' --exclude='best' --exclude='per_user_*' --exclude='data' --exclude='index' \
-  -czf "${OUT}/beauty.tgz" beauty
+# Logs, metrics and tables only: checkpoints and per-user rows exceed what a device call brings back.
+tar -C "${WORK}" --exclude='checkpoints' --exclude='final' --exclude='best' --exclude='per_user_*' \
+  --exclude='data' --exclude='index' -czf "${OUT}/beauty.tgz" beauty
 log "done; ${OUT}:"; ls -la "${OUT}"

@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,14 +91,11 @@ def test_pooled_pairs_average_each_users_difference(tmp_path, capsys):
 
 def test_cli_piped_into_head_exits_without_a_traceback(tmp_path):
     """`python -m gream_jax.eval.paired ... | head -1`: the closed pipe is not reported as a crash."""
-    import os
-    import subprocess
-    import sys
     rows = [{"user": f"u{i}", "target": str(i), "hit_rank": i % 12 - 1} for i in range(50)]
     a, b = _write(tmp_path / "a.jsonl", rows), _write(tmp_path / "b.jsonl", rows[::-1])
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=repo)
-    # Pooled over many pairs, so the output is long enough to outlast the reader.
+    # 400 pairs print ~80 kB, more than a pipe holds, so writes continue after `head` has gone.
     many = 400
     cmd = (f"{sys.executable} -m gream_jax.eval.paired --a={','.join([a] * many)} --b={','.join([b] * many)} "
            f"| head -n 1")
