@@ -58,4 +58,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from gream_jax.utils.cli import run_cli
+    run_cli(app.run, main)

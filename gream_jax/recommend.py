@@ -123,4 +123,5 @@ def main(argv):
 
 if __name__ == "__main__":
     _FLAGS.update(_define_flags())
-    app.run(main)
+    from gream_jax.utils.cli import run_cli
+    run_cli(app.run, main)

@@ -182,7 +182,8 @@ def test_rl_stage_with_chain_rollouts_trains_the_answer_after_one_chain(tmp_path
     """`config.rl.rollout="chain"`: each group is one sampled chain and G answers after it. The
     update batch's sequences are the reasoning prompt + chain + `<answer>` followed by a SID, the
     chain stats are logged, and selection is on Reasoning-mode validation."""
-    from gream_jax.train.srpo_stage import SrpoTrainer, load_inputs, run_rl
+    from gream_jax.train.srpo_stage import load_inputs, run_rl
+    from gream_jax.train.srpo_trainer import SrpoTrainer
     from gream_jax.tasks.example import ANSWER_OPEN
     workdir = str(tmp_path)
     config = _direct_config()

@@ -12,7 +12,7 @@ from gream_jax.model import api as model_api
 from gream_jax.model.config import ModelConfig
 from gream_jax.model.tokenizer import round_up, train_small_tokenizer
 from gream_jax.tasks.example import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
-from gream_jax.train.srpo_stage import SrpoTrainer, reward_table
+from gream_jax.train.srpo_trainer import SrpoTrainer, reward_table
 
 
 @dataclasses.dataclass

@@ -211,4 +211,5 @@ def merged_environment(envs: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from gream_jax.utils.cli import run_cli
+    run_cli(main)

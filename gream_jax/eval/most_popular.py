@@ -61,4 +61,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from gream_jax.utils.cli import run_cli
+    run_cli(main)

@@ -147,8 +147,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:   # `... | head` closed the pipe: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)   # no second error when Python flushes stdout
-        raise SystemExit(1)
+    from gream_jax.utils.cli import run_cli
+    run_cli(main)

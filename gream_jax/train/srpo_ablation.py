@@ -132,4 +132,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir", "out"])
-    app.run(main)
+    from gream_jax.utils.cli import run_cli
+    run_cli(app.run, main)
