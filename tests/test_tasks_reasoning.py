@@ -33,7 +33,7 @@ def test_chain_is_grounded_in_the_history():
                 assert a in attrs[target]
             for a, w in c.preferences:
                 assert any(a in attrs[int(i)] for i in hist) and w > 0
-            assert c.target_attributes == tuple(attrs[target])
+            assert c.anchor == target and c.anchor_attributes == tuple(attrs[target])
             checked += 1
     assert checked > 100
 
@@ -211,4 +211,42 @@ def test_group_example_names_the_group_by_a_frequent_item_never_the_target_or_hi
     config = base_config()
     config.model.sid_softmax, config.tasks.reasoning_group_example = "vocab", True
     with pytest.raises(ConfigError, match="reasoning_group_example"):
+        validate_config(config)
+
+
+def test_forward_chains_are_a_function_of_the_history_alone():
+    """config.tasks.reasoning_direction="forward": stages 1-5 are written around the latest history
+    item, so two targets after the same history get the same chain and differ only in the answer;
+    "reverse" (GREAM) chains differ with the target they rationalise."""
+    split, sids, items, _ = toy_world(n_users=30)
+    attrs = all_item_attributes(items)
+    think_differs = {"forward": 0, "reverse": 0}
+    pairs = 0
+    for seq in split.train:
+        for p in range(4, len(seq) - 1):
+            hist = seq[max(0, p - 20):p]
+            t1, t2 = int(seq[p]), int(seq[p + 1])
+            if t1 == t2:
+                continue
+            pairs += 1
+            for direction in ("forward", "reverse"):
+                c1, c2 = (reason(hist, t, attrs, sids, 0.8, direction) for t in (t1, t2))
+                x1, x2 = (chain_text(c, items, attrs, sids, group_as_token=False) for c in (c1, c2))
+                think1, think2 = (x.split(ANSWER_OPEN)[0] for x in (x1, x2))
+                assert x1.endswith(f"{ANSWER_OPEN}{sids.item_string(t1)}{ANSWER_CLOSE}")
+                think_differs[direction] += think1 != think2
+                if direction == "forward":
+                    assert c1.anchor == int(hist[-1]) and c1.target == t1
+                    assert all(related(e, int(hist[-1]), attrs, sids) for e in c1.evidence)
+                    assert named_group(x1) == int(sids.codes[int(hist[-1]), 0])
+    assert pairs > 100
+    assert think_differs["forward"] == 0
+    assert think_differs["reverse"] > pairs // 2
+    with pytest.raises(ValueError, match="direction"):
+        reason(hist, t1, attrs, sids, 0.8, "sideways")
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    config = base_config()
+    config.tasks.reasoning_direction = "sideways"
+    with pytest.raises(ConfigError, match="reasoning_direction"):
         validate_config(config)

@@ -33,6 +33,10 @@ def defaults() -> ml_collections.ConfigDict:
     # only for a trie / level softmax model (config.model.sid_softmax != "vocab", which writes the
     # group token itself). tasks/reasoning.py chain_text.
     c.reasoning_group_example = False
+    # What a chain is written around (tasks/reasoning.py): "reverse" (GREAM) the target itself, a
+    # rationale the model must guess at inference; "forward" the latest history item, so every
+    # stage is a function of the history the model sees.
+    c.reasoning_direction = "reverse"
     c.recency_decay = 0.8         # preference aggregation weight per step back in the history
     # Curriculum over the two streams (pure function of the step).
     c.curriculum = "linear_ramp"  # one of CURRICULA
@@ -69,6 +73,9 @@ def validate(config) -> None:
     if t.reasoning_group_example and str(config.model.sid_softmax) == "vocab":
         raise ConfigError("config.tasks.reasoning_group_example=True needs config.model.sid_softmax != 'vocab': a "
                           "vocabulary-softmax model's chains name the group by its own SID token")
+    from gream_jax.tasks.reasoning import DIRECTIONS
+    if t.reasoning_direction not in DIRECTIONS:
+        raise ConfigError(f"config.tasks.reasoning_direction={t.reasoning_direction!r}: must be one of {DIRECTIONS}")
     if t.reasoning_min_history < 1:
         raise ConfigError(f"config.tasks.reasoning_min_history={t.reasoning_min_history}: must be >= 1")
     if not t.dense_seqrec and all(int(v) == 0 for v in t.examples.values()):

@@ -1,13 +1,18 @@
 """Synthetic five-stage chain-of-thought by reverse reasoning (GREAM's reasoning data), offline.
 
 The generator sees the history and the true next item and writes statements that are true of the
-data, phrased as if the target were unknown:
-  1 behavioural evidence  - history items that share an attribute (or the first SID code) with the target;
+data, phrased as if the target were unknown. Each stage is written around an *anchor* item:
+  1 behavioural evidence  - history items that share an attribute (or the first SID code) with the anchor;
   2 latent preference     - attributes aggregated over the history with recency weights;
-  3 intent inference      - what the most recent evidence items have in common with the target;
-  4 recommendation        - the target's attributes (and semantic group), without naming it;
+  3 intent inference      - what the most recent evidence items have in common with the anchor;
+  4 recommendation        - the anchor's attributes (and semantic group), without naming it;
   5 denoised rewrite      - the history with off-intent items removed, order kept (a subsequence).
-Output: `<think>` stages 1-4 `</think>` rewrite `<answer>`SID`</answer>`.
+Output: `<think>` stages 1-4 `</think>` rewrite `<answer>`SID`</answer>`, the answer always the target.
+
+Direction (`config.tasks.reasoning_direction`): "reverse" (GREAM) anchors on the target itself, so a
+chain rationalises an answer the model cannot see at inference; "forward" anchors on the latest
+history item, so every stage is a function of the history alone: what the model writes at inference
+is what it was trained on, and the chain is faithful to the input instead of guessing the target.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from gream_jax.tasks.preferences import top_attributes
 @dataclasses.dataclass(frozen=True)
 class ReasoningChain:
     history: tuple[int, ...]
-    target: int
-    evidence: tuple[int, ...]                 # history items related to the target, in order
+    target: int                               # the answer
+    anchor: int                               # the item stages 1, 3 and 4 describe (module docstring)
+    evidence: tuple[int, ...]                 # history items related to the anchor, in order
     preferences: tuple[tuple[str, float], ...]
     intent_items: tuple[int, ...]             # the most recent evidence items (<= 3)
     intent_attributes: tuple[str, ...]
-    target_attributes: tuple[str, ...]
+    anchor_attributes: tuple[str, ...]
     rewrite: tuple[int, ...]                  # denoised history: a subsequence of `history`
 
 
@@ -45,19 +51,27 @@ def related(item: int, target: int, attributes, sids) -> list[str]:
     return shared
 
 
-def reason(history, target: int, attributes, sids, decay: float) -> ReasoningChain:
+DIRECTIONS = ("reverse", "forward")
+
+
+def reason(history, target: int, attributes, sids, decay: float, direction: str = "reverse") -> ReasoningChain:
+    """The chain for `history -> target`, anchored on the target ("reverse") or on the latest history
+    item ("forward"; an empty history falls back to the target)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"reason: direction={direction!r}; known: {DIRECTIONS}")
     history = tuple(int(i) for i in history)
-    evidence = tuple(i for i in history if related(i, target, attributes, sids))
+    anchor = history[-1] if direction == "forward" and history else int(target)
+    evidence = tuple(i for i in history if related(i, anchor, attributes, sids))
     intent_items = evidence[-3:]
     intent_attrs: list[str] = []
     for i in reversed(intent_items):
-        for a in related(i, target, attributes, sids):
+        for a in related(i, anchor, attributes, sids):
             if a != "semantic group" and a not in intent_attrs:
                 intent_attrs.append(a)
     rewrite = evidence if evidence else history
-    return ReasoningChain(history, int(target), evidence,
+    return ReasoningChain(history, int(target), int(anchor), evidence,
                           tuple(top_attributes(history, attributes, decay)),
-                          tuple(intent_items), tuple(intent_attrs), tuple(attributes[target]), rewrite)
+                          tuple(intent_items), tuple(intent_attrs), tuple(attributes[anchor]), rewrite)
 
 
 def _describe(item: int, items, attributes, sids) -> str:
@@ -101,16 +115,16 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
               ", ".join(sids.item_string(i) for i in chain.intent_items) + f" point to {what}.")
     else:
         s3 = "Step 3, intent: no recent item stands out, so the intent is open."
-    code = int(sids.codes[chain.target, 0])
+    code = int(sids.codes[chain.anchor, 0])
     if group_as_token:
         group = sids.token(0, code)
     elif group_example is not None:
         if int(sids.codes[group_example, 0]) != code:
-            raise ValueError(f"chain_text: group example {group_example} is not in the target's semantic group {code}")
+            raise ValueError(f"chain_text: group example {group_example} is not in the anchor's semantic group {code}")
         group = f"of {sids.item_string(group_example)}"
     else:
         group = str(code)
-    traits = ", ".join(chain.target_attributes[:4])
+    traits = ", ".join(chain.anchor_attributes[:4])
     s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
           else f"Step 4, recommendation: an item from semantic group {group}.")
     s5 = "Step 5, denoised history: " + ", ".join(sids.item_string(i) for i in chain.rewrite)
@@ -150,11 +164,12 @@ def pick_group_example(examples: dict[int, list[int]], group: int, exclude) -> i
 
 
 def reasoning_example(history, target, items, attributes, sids, decay, template: int,
-                      group_as_token: bool = True, examples: dict[int, list[int]] | None = None) -> Example:
-    chain = reason(history, target, attributes, sids, decay)
+                      group_as_token: bool = True, examples: dict[int, list[int]] | None = None,
+                      direction: str = "reverse") -> Example:
+    chain = reason(history, target, attributes, sids, decay, direction)
     hist = ", ".join(sids.item_string(int(i)) for i in chain.history)
     prompt = chat_prompt(templates.REASONING[template].format(history=hist))
-    example = (pick_group_example(examples, int(sids.codes[chain.target, 0]), chain.history + (chain.target,))
+    example = (pick_group_example(examples, int(sids.codes[chain.anchor, 0]), chain.history + (chain.target,))
                if examples is not None and not group_as_token else None)
     text = chain_text(chain, items, attributes, sids, group_as_token, example)
     return Example("reasoning", prompt, chat_response(text), chain.history + (chain.target,))
@@ -162,10 +177,11 @@ def reasoning_example(history, target, items, attributes, sids, decay, template:
 
 def build_reasoning_examples(split, sids, items, attributes, count: int, max_history: int,
                              min_history: int, decay: float, rng: np.random.Generator,
-                             group_as_token: bool = True, group_example: bool = False) -> list[Example]:
+                             group_as_token: bool = True, group_example: bool = False,
+                             direction: str = "reverse") -> list[Example]:
     """Targets at training positions >= min_history (the reference: 4 .. len-3 of the full sequence,
     i.e. never the validation or test item), history = up to max_history items before.
-    group_example: step 4 names the group by an example item (`chain_text`)."""
+    group_example: step 4 names the group by an example item (`chain_text`); direction: `reason`."""
     rows = training_targets(split.train, min_position=min_history)
     examples = group_examples(split.train, np.asarray(sids.codes)[:, 0]) if group_example else None
     out = []
@@ -173,5 +189,5 @@ def build_reasoning_examples(split, sids, items, attributes, count: int, max_his
         seq = split.train[u]
         out.append(reasoning_example(seq[max(0, p - max_history):p], int(seq[p]), items, attributes,
                                      sids, decay, int(rng.integers(len(templates.REASONING))), group_as_token,
-                                     examples))
+                                     examples, direction))
     return out

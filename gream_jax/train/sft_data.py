@@ -118,7 +118,8 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
                                        int(config.data.max_history), int(t.reasoning_min_history),
                                        float(t.recency_decay), rng,
                                        group_as_token=str(config.model.sid_softmax) == "vocab",
-                                       group_example=bool(t.reasoning_group_example))
+                                       group_example=bool(t.reasoning_group_example),
+                                       direction=str(t.reasoning_direction))
         out = tokenize_chat(tokenizer, exs, reasoning_len, st)
         if epoch == 0:
             stats["reasoning"] = dataclasses.asdict(st)
