@@ -120,7 +120,7 @@ def test_direct_step_with_level_credit(setup, monkeypatch, shared_prefix):
     trainer = _trainer(setup, credit_assignment="level", shared_prefix=shared_prefix)
     assert trainer.token_credit
     captured = {}
-    import gream_jax.train.srpo_stage as stage
+    import gream_jax.train.srpo_trainer as stage
     name = "shared_prefix_batches" if shared_prefix == "on" else "update_batches"
     real = getattr(stage, name)
 
