@@ -37,6 +37,9 @@ def defaults() -> ml_collections.ConfigDict:
     # rationale the model must guess at inference; "forward" the latest history item, so every
     # stage is a function of the history the model sees.
     c.reasoning_direction = "reverse"
+    # How a chain is written: "full" (evidence items with titles and attributes, ~400 tokens) or
+    # "compact" (SIDs and attribute words only, ~100 tokens; tasks/reasoning.py).
+    c.reasoning_style = "full"
     c.recency_decay = 0.8         # preference aggregation weight per step back in the history
     # Curriculum over the two streams (pure function of the step).
     c.curriculum = "linear_ramp"  # one of CURRICULA
@@ -73,9 +76,11 @@ def validate(config) -> None:
     if t.reasoning_group_example and str(config.model.sid_softmax) == "vocab":
         raise ConfigError("config.tasks.reasoning_group_example=True needs config.model.sid_softmax != 'vocab': a "
                           "vocabulary-softmax model's chains name the group by its own SID token")
-    from gream_jax.tasks.reasoning import DIRECTIONS
+    from gream_jax.tasks.reasoning import DIRECTIONS, STYLES
     if t.reasoning_direction not in DIRECTIONS:
         raise ConfigError(f"config.tasks.reasoning_direction={t.reasoning_direction!r}: must be one of {DIRECTIONS}")
+    if t.reasoning_style not in STYLES:
+        raise ConfigError(f"config.tasks.reasoning_style={t.reasoning_style!r}: must be one of {STYLES}")
     if t.reasoning_min_history < 1:
         raise ConfigError(f"config.tasks.reasoning_min_history={t.reasoning_min_history}: must be >= 1")
     if not t.dense_seqrec and all(int(v) == 0 for v in t.examples.values()):

@@ -13,6 +13,10 @@ Direction (`config.tasks.reasoning_direction`): "reverse" (GREAM) anchors on the
 chain rationalises an answer the model cannot see at inference; "forward" anchors on the latest
 history item, so every stage is a function of the history alone: what the model writes at inference
 is what it was trained on, and the chain is faithful to the input instead of guessing the target.
+
+Style (`config.tasks.reasoning_style`): "full" writes each evidence item with its title and
+attributes (~400 tokens on ML-100k); "compact" writes the same stages with SIDs and attribute words
+only (no titles, at most five rewrite items), for small models that garble long free text.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def related(item: int, target: int, attributes, sids) -> list[str]:
 
 
 DIRECTIONS = ("reverse", "forward")
+STYLES = ("full", "compact")
+COMPACT_REWRITE_ITEMS = 5
 
 
 def reason(history, target: int, attributes, sids, decay: float, direction: str = "reverse") -> ReasoningChain:
@@ -80,7 +86,7 @@ def _describe(item: int, items, attributes, sids) -> str:
 
 
 def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: bool = True,
-               group_example: int | None = None) -> str:
+               group_example: int | None = None, style: str = "full") -> str:
     """The response text: think block with stages 1-4, the rewrite (stage 5), the answer.
 
     `group_as_token=False` writes the target's semantic group (its first SID code) as a number
@@ -97,7 +103,12 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     chance level while the answer ignored it (docs/results.md "Session 15"); an item's SID starts
     with the group's own token, which the answer can copy and which Direct mode's training shares.
     """
+    if style not in STYLES:
+        raise ValueError(f"chain_text: style={style!r}; known: {STYLES}")
     n = len(chain.history)
+    group = _step4_group(chain, sids, group_as_token, group_example)
+    if style == "compact":
+        return _compact_text(chain, sids, group)
     if chain.evidence:
         shown = chain.evidence[-5:]
         s1 = (f"Step 1, behavioural evidence: {len(chain.evidence)} of the {n} items form a consistent thread, "
@@ -115,21 +126,39 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
               ", ".join(sids.item_string(i) for i in chain.intent_items) + f" point to {what}.")
     else:
         s3 = "Step 3, intent: no recent item stands out, so the intent is open."
-    code = int(sids.codes[chain.anchor, 0])
-    if group_as_token:
-        group = sids.token(0, code)
-    elif group_example is not None:
-        if int(sids.codes[group_example, 0]) != code:
-            raise ValueError(f"chain_text: group example {group_example} is not in the anchor's semantic group {code}")
-        group = f"of {sids.item_string(group_example)}"
-    else:
-        group = str(code)
     traits = ", ".join(chain.anchor_attributes[:4])
     s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
           else f"Step 4, recommendation: an item from semantic group {group}.")
     s5 = "Step 5, denoised history: " + ", ".join(sids.item_string(i) for i in chain.rewrite)
     return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
             f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
+
+
+def _step4_group(chain: ReasoningChain, sids, group_as_token: bool, group_example: int | None) -> str:
+    """How Step 4 names the anchor's semantic group (`chain_text`'s docstring)."""
+    code = int(sids.codes[chain.anchor, 0])
+    if group_as_token:
+        return sids.token(0, code)
+    if group_example is not None:
+        if int(sids.codes[group_example, 0]) != code:
+            raise ValueError(f"chain_text: group example {group_example} is not in the anchor's semantic group {code}")
+        return f"of {sids.item_string(group_example)}"
+    return str(code)
+
+
+def _compact_text(chain: ReasoningChain, sids, group: str) -> str:
+    """The five stages in SIDs and attribute words, no titles ("compact" style)."""
+    sid = sids.item_string
+    n = len(chain.history)
+    s1 = (f"Step 1, evidence: {len(chain.evidence)} of {n} items, latest " + " ".join(sid(i) for i in chain.evidence[-3:])
+          + "." if chain.evidence else f"Step 1, evidence: none of {n} items.")
+    s2 = "Step 2, preferences: " + (", ".join(f"{a} {w:.1f}" for a, w in chain.preferences) or "none") + "."
+    s3 = "Step 3, intent: " + (" and ".join(chain.intent_attributes) or "open") + "."
+    traits = ", ".join(chain.anchor_attributes[:3])
+    s4 = f"Step 4, recommendation: {traits + ', ' if traits else ''}semantic group {group}."
+    s5 = "Step 5, denoised history: " + " ".join(sid(i) for i in chain.rewrite[-COMPACT_REWRITE_ITEMS:])
+    return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
+            f"{ANSWER_OPEN}{sid(chain.target)}{ANSWER_CLOSE}")
 
 
 # Step 4's group as `chain_text` writes it: a number or an example item's SID (trie / level
@@ -165,23 +194,24 @@ def pick_group_example(examples: dict[int, list[int]], group: int, exclude) -> i
 
 def reasoning_example(history, target, items, attributes, sids, decay, template: int,
                       group_as_token: bool = True, examples: dict[int, list[int]] | None = None,
-                      direction: str = "reverse") -> Example:
+                      direction: str = "reverse", style: str = "full") -> Example:
     chain = reason(history, target, attributes, sids, decay, direction)
     hist = ", ".join(sids.item_string(int(i)) for i in chain.history)
     prompt = chat_prompt(templates.REASONING[template].format(history=hist))
     example = (pick_group_example(examples, int(sids.codes[chain.anchor, 0]), chain.history + (chain.target,))
                if examples is not None and not group_as_token else None)
-    text = chain_text(chain, items, attributes, sids, group_as_token, example)
+    text = chain_text(chain, items, attributes, sids, group_as_token, example, style)
     return Example("reasoning", prompt, chat_response(text), chain.history + (chain.target,))
 
 
 def build_reasoning_examples(split, sids, items, attributes, count: int, max_history: int,
                              min_history: int, decay: float, rng: np.random.Generator,
                              group_as_token: bool = True, group_example: bool = False,
-                             direction: str = "reverse") -> list[Example]:
+                             direction: str = "reverse", style: str = "full") -> list[Example]:
     """Targets at training positions >= min_history (the reference: 4 .. len-3 of the full sequence,
     i.e. never the validation or test item), history = up to max_history items before.
-    group_example: step 4 names the group by an example item (`chain_text`); direction: `reason`."""
+    group_example: step 4 names the group by an example item (`chain_text`); direction: `reason`;
+    style: `chain_text`."""
     rows = training_targets(split.train, min_position=min_history)
     examples = group_examples(split.train, np.asarray(sids.codes)[:, 0]) if group_example else None
     out = []
@@ -189,5 +219,5 @@ def build_reasoning_examples(split, sids, items, attributes, count: int, max_his
         seq = split.train[u]
         out.append(reasoning_example(seq[max(0, p - max_history):p], int(seq[p]), items, attributes,
                                      sids, decay, int(rng.integers(len(templates.REASONING))), group_as_token,
-                                     examples, direction))
+                                     examples, direction, style))
     return out

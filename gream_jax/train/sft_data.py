@@ -119,7 +119,8 @@ def make_streams(config, split, semantic_ids, items, tokenizer) -> SftStreams:
                                        float(t.recency_decay), rng,
                                        group_as_token=str(config.model.sid_softmax) == "vocab",
                                        group_example=bool(t.reasoning_group_example),
-                                       direction=str(t.reasoning_direction))
+                                       direction=str(t.reasoning_direction),
+                                       style=str(t.reasoning_style))
         out = tokenize_chat(tokenizer, exs, reasoning_len, st)
         if epoch == 0:
             stats["reasoning"] = dataclasses.asdict(st)
