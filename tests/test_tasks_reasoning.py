@@ -250,3 +250,36 @@ def test_forward_chains_are_a_function_of_the_history_alone():
     config.tasks.reasoning_direction = "sideways"
     with pytest.raises(ConfigError, match="reasoning_direction"):
         validate_config(config)
+
+
+def test_compact_chains_keep_the_stages_in_a_third_of_the_text():
+    """config.tasks.reasoning_style="compact": the same five stages and answer, Step 4 readable by
+    `named_group`, no titles, at most five rewrite items, and much shorter than the full style."""
+    from gream_jax.tasks.reasoning import COMPACT_REWRITE_ITEMS
+    split, sids, items, _ = toy_world(n_users=30)
+    attrs = all_item_attributes(items)
+    ratios = []
+    for seq in split.train:
+        for p in range(4, len(seq)):
+            hist, target = seq[max(0, p - 20):p], int(seq[p])
+            c = reason(hist, target, attrs, sids, 0.8)
+            full = chain_text(c, items, attrs, sids, group_as_token=False)
+            compact = chain_text(c, items, attrs, sids, group_as_token=False, style="compact")
+            assert compact.startswith(THINK_OPEN) and THINK_CLOSE in compact
+            assert compact.endswith(f"{ANSWER_OPEN}{sids.item_string(target)}{ANSWER_CLOSE}")
+            for k in range(1, 6):
+                assert f"Step {k}," in compact
+            assert named_group(compact) == named_group(full) == int(sids.codes[target, 0])
+            assert ('("' in full) == bool(c.evidence) and '("' not in compact    # full quotes titles
+            rewrite = compact.split("Step 5, denoised history: ")[1].split("\n")[0]
+            assert rewrite == " ".join(sids.item_string(i) for i in c.rewrite[-COMPACT_REWRITE_ITEMS:])
+            ratios.append(len(compact) / len(full))
+    assert len(ratios) > 100 and np.mean(ratios) < 0.6
+    with pytest.raises(ValueError, match="style"):
+        chain_text(c, items, attrs, sids, style="terse")
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    config = base_config()
+    config.tasks.reasoning_style = "terse"
+    with pytest.raises(ConfigError, match="reasoning_style"):
+        validate_config(config)
