@@ -74,14 +74,13 @@ def small_catalogue(config) -> None:
     # ~250 chains and wrote 10-token fragments in Reasoning mode (test R@10 .023, 128 users).
     config.tasks.reasoning_ratio = 0.3
     config.tasks.reasoning_examples = 2000
-    # Compact chains (the five stages in SIDs and attribute words, ~1/3 of the tokens; docs/results.md
-    # "Compact chains", session 20): on ML-100k seeds 6 / 7 Reasoning-mode test N@10 .0345 -> .0536
-    # (+.0191, s.e. .0041) and valid +.0202 (.0044), chains well formed (.99 name a group and answer,
-    # against .68-.78), Direct mode unchanged (test -.0001, .0031). The 2 x 64 model garbled the
-    # full style's titles and lost the thread over ~400 tokens.
-    config.tasks.reasoning_style = "compact"
+    # GREAM's full chains stay the default. `--config.tasks.reasoning_style=compact` (the five stages in
+    # SIDs and attribute words, ~1/3 of the tokens; docs/results.md "Compact chains", session 20) is
+    # the setting for Reasoning mode: ML-100k seeds 6 / 7 test N@10 .0345 -> .0536 (+.0191, s.e.
+    # .0041), every chain well formed; but Direct mode at the update validation keeps, seeds 0 / 6 / 7:
+    # valid -.0001 (.0027), test -.0038 (.0023), and seed 0's fresh `all` fell to .1166 / .0579.
     config.train.steps = 1900
-    config.eval.reasoning_budget = 512     # room for a full-style chain (~400 tokens; compact ~130)
+    config.eval.reasoning_budget = 512     # a chain is ~400 tokens; 192 would cut most of them
     config.train.max_minutes = 0.0
     config.train.checkpoint_every = 125
     config.train.eval_every = 125
@@ -261,9 +260,6 @@ def qwen3_config(configs_dir: str, size_name: str, hf_shape: dict, mesh: dict, t
     for axis, size in mesh.items():
         config.mesh[axis] = size
     config.mesh.rules = MESH_RULES
-    # A pretrained LLM writes GREAM's full chains (titles and attributes); compact chains are for the
-    # small from-scratch recipe.
-    config.tasks.reasoning_style = "full"
     t = config.train
     t.compute_dtype = "bfloat16"
     t.lr = 5e-5
