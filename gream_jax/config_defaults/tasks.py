@@ -38,7 +38,8 @@ def defaults() -> ml_collections.ConfigDict:
     # stage is a function of the history the model sees.
     c.reasoning_direction = "reverse"
     # How a chain is written: "full" (evidence items with titles and attributes, ~400 tokens) or
-    # "compact" (SIDs and attribute words only, ~100 tokens; tasks/reasoning.py).
+    # "compact" (SIDs and attribute words only, about a third of the tokens; tasks/reasoning.py;
+    # docs/results.md "Compact chains": better Reasoning mode, Direct mode leaning lower).
     c.reasoning_style = "full"
     c.recency_decay = 0.8         # preference aggregation weight per step back in the history
     # Curriculum over the two streams (pure function of the step).

@@ -47,10 +47,10 @@ class ReasoningChain:
     rewrite: tuple[int, ...]                  # denoised history: a subsequence of `history`
 
 
-def related(item: int, target: int, attributes, sids) -> list[str]:
-    """Attributes `item` shares with `target`, plus "semantic group" when their first codes match."""
-    shared = [a for a in attributes[item] if a in attributes[target]]
-    if int(sids.codes[item, 0]) == int(sids.codes[target, 0]):
+def related(item: int, other: int, attributes, sids) -> list[str]:
+    """Attributes `item` shares with `other`, plus "semantic group" when their first codes match."""
+    shared = [a for a in attributes[item] if a in attributes[other]]
+    if int(sids.codes[item, 0]) == int(sids.codes[other, 0]):
         shared.append("semantic group")
     return shared
 
@@ -89,7 +89,8 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
                group_example: int | None = None, style: str = "full") -> str:
     """The response text: think block with stages 1-4, the rewrite (stage 5), the answer.
 
-    `group_as_token=False` writes the target's semantic group (its first SID code) as a number
+    `group_as_token=False` writes the anchor's semantic group (its first SID code; the anchor is the
+    target in GREAM's reverse chains) as a number
     instead of the lone first-level SID token: a model with the trie or level softmax
     (config.model.sid_softmax != "vocab") can only continue an SID prefix with its trie children,
     so after `<a_7>` it must spell a whole item and could never write the "." and `</think>` that
