@@ -98,7 +98,7 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     paid it nothing).
 
     `group_example` (with group_as_token=False; `config.tasks.reasoning_group_example`): an item of
-    the target's group (`group_examples`), written whole, names the group instead of its number:
+    the anchor's group (`group_examples`), written whole, names the group instead of its number:
     "from semantic group of <a_7><b_2><c_311>". Why: a number is text the model must learn to
     map to the SID code `<a_7>` from the chains alone, and sampled chains named the right group at
     chance level while the answer ignored it (docs/results.md "Session 15"); an item's SID starts
@@ -106,10 +106,17 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     """
     if style not in STYLES:
         raise ValueError(f"chain_text: style={style!r}; known: {STYLES}")
-    n = len(chain.history)
     group = _step4_group(chain, sids, group_as_token, group_example)
-    if style == "compact":
-        return _compact_text(chain, sids, group)
+    stages = (_compact_stages(chain, sids, group) if style == "compact"
+              else _full_stages(chain, items, attributes, sids, group))
+    s1, s2, s3, s4, s5 = stages
+    return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
+            f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
+
+
+def _full_stages(chain: ReasoningChain, items, attributes, sids, group: str) -> tuple[str, ...]:
+    """Stages 1-5 with each evidence item's title and attributes (GREAM's "full" style)."""
+    n = len(chain.history)
     if chain.evidence:
         shown = chain.evidence[-5:]
         s1 = (f"Step 1, behavioural evidence: {len(chain.evidence)} of the {n} items form a consistent thread, "
@@ -131,8 +138,7 @@ def chain_text(chain: ReasoningChain, items, attributes, sids, group_as_token: b
     s4 = (f"Step 4, recommendation: an item that is {traits}, from semantic group {group}." if traits
           else f"Step 4, recommendation: an item from semantic group {group}.")
     s5 = "Step 5, denoised history: " + ", ".join(sids.item_string(i) for i in chain.rewrite)
-    return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
-            f"{ANSWER_OPEN}{sids.item_string(chain.target)}{ANSWER_CLOSE}")
+    return s1, s2, s3, s4, s5
 
 
 def _step4_group(chain: ReasoningChain, sids, group_as_token: bool, group_example: int | None) -> str:
@@ -147,8 +153,8 @@ def _step4_group(chain: ReasoningChain, sids, group_as_token: bool, group_exampl
     return str(code)
 
 
-def _compact_text(chain: ReasoningChain, sids, group: str) -> str:
-    """The five stages in SIDs and attribute words, no titles ("compact" style)."""
+def _compact_stages(chain: ReasoningChain, sids, group: str) -> tuple[str, ...]:
+    """Stages 1-5 in SIDs and attribute words, no titles ("compact" style)."""
     sid = sids.item_string
     n = len(chain.history)
     s1 = (f"Step 1, evidence: {len(chain.evidence)} of {n} items, latest " + " ".join(sid(i) for i in chain.evidence[-3:])
@@ -158,8 +164,7 @@ def _compact_text(chain: ReasoningChain, sids, group: str) -> str:
     traits = ", ".join(chain.anchor_attributes[:3])
     s4 = f"Step 4, recommendation: {traits + ', ' if traits else ''}semantic group {group}."
     s5 = "Step 5, denoised history: " + " ".join(sid(i) for i in chain.rewrite[-COMPACT_REWRITE_ITEMS:])
-    return (f"{THINK_OPEN}{s1}\n{s2}\n{s3}\n{s4}{THINK_CLOSE}\n{s5}\n"
-            f"{ANSWER_OPEN}{sid(chain.target)}{ANSWER_CLOSE}")
+    return s1, s2, s3, s4, s5
 
 
 # Step 4's group as `chain_text` writes it: a number or an example item's SID (trie / level
