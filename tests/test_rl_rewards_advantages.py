@@ -168,20 +168,6 @@ def test_repeat_penalty_config_is_checked():
         validate_config(config)
 
 
-def test_rl_selection_margin():
-    from gream_jax.config_defaults import base_config
-    from gream_jax.config_defaults.base import ConfigError, validate_config
-    from gream_jax.train.srpo_stage import improves
-    assert improves(0.05, None, 0.01)                        # the first validation (SFT) always sets the bar
-    assert improves(0.0701, 0.0700) and not improves(0.0700, 0.0700)
-    assert not improves(0.0706, 0.0700, 0.005) and improves(0.0751, 0.0700, 0.005)
-    config = base_config()
-    assert config.rl.select_min_gain == 0.0                 # the reference's rule by default
-    config.rl.select_min_gain = -0.01
-    with pytest.raises(ConfigError, match="select_min_gain"):
-        validate_config(config)
-
-
 def test_level_returns_credit_each_sid_token_its_reward_to_go():
     # Beauty/ML-100k shape: 2 semantic levels + an item token; credits 0, sqrt(1/2), 0.95 (cap).
     credit = jnp.asarray([0.0, 0.70710677, 0.95, 0.95])

@@ -114,7 +114,9 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
 def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch):
     """`config.rl.rollout="beam"`: each group is the Direct decoder's G best items (distinct, so
     every rollout is well formed), and with the rank penalty every group has reward variance;
-    `config.rl.policy_item_head` runs the update on the fused policy."""
+    `config.rl.policy_item_head` runs the update on the fused policy. Also the selection's trace
+    (`rl/trace.jsonl`, test included with `trace_test`) and the paired-z gate: at z >= 50 no RL step
+    can replace the SFT model, so rl/final is the SFT model and its test ranks are step 0's."""
     from gream_jax.train.srpo_stage import run_rl
     workdir = str(tmp_path)
     config = _direct_config()
@@ -122,10 +124,20 @@ def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch)
     rl.rollout, rl.rank_penalty, rl.beam_size, rl.eval_every = "beam", 0.5, 6, 1
     config.eval.item_head_weight = 1.0           # the beam re-ranks with the head, and the policy holds it
     rl.policy_item_head = True
+    rl.trace_test, rl.select_min_z = True, 50.0
     validate_config(config)
     _write_workdir(workdir, monkeypatch, config)
     summary = run_rl(config, workdir)
     assert summary["steps"] == 2
+    assert summary["best_step"] == 0 and summary["sft_selected"]
+    from gream_jax.eval import rl_trace
+    from gream_jax.eval.paired import load_ranks
+    trace = rl_trace.load_trace(workdir)
+    assert sorted(trace["valid"]) == sorted(trace["test"]) == [0, 1, 2]
+    users, ranks = trace["test"][0]
+    final = load_ranks(os.path.join(workdir, "rl", "per_user_test_direct.jsonl"))
+    assert len(users) == N_USERS and [final[str(u + 1)][1] for u in users] == ranks.tolist()
+    assert rl_trace.selected_step(trace, "ndcg@10", 0.0, 50.0) == 0
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     train_rows = [r for r in rows if "reward_mean" in r]

@@ -104,6 +104,12 @@ def defaults() -> ml_collections.ConfigDict:
     # A validation must beat the best so far (the SFT model at step 0) by more than this to
     # replace it; 0 = any improvement (the reference's rule). See srpo_stage.improves.
     c.select_min_gain = 0.0
+    # ... and its paired gain over the SFT model on the same users must be at least this many
+    # standard errors (0 = no such test). See rl_selection.improves.
+    c.select_min_z = 0.0
+    # Diagnostics: also score the test split at every validation (WORKDIR/rl/trace.jsonl, read by
+    # `python -m gream_jax.eval.rl_trace`); the selection never looks at it.
+    c.trace_test = False
     c.checkpoint_every = 25
     c.keep_checkpoints = 2
     c.time_budget_s = 0.0           # stop early (and still export) after this many seconds; 0 = none
@@ -117,8 +123,9 @@ def validate(config) -> None:
     r = config.rl
     if r.objective not in OBJECTIVES:
         raise ConfigError(f"config.rl.objective={r.objective!r}: unknown; known: {sorted(OBJECTIVES)}")
-    if not r.select_min_gain >= 0.0:
-        raise ConfigError(f"config.rl.select_min_gain={r.select_min_gain}: must be >= 0")
+    for field in ("select_min_gain", "select_min_z"):
+        if not r[field] >= 0.0:
+            raise ConfigError(f"config.rl.{field}={r[field]}: must be >= 0")
     if r.select_mode not in ("",) + MODES:
         raise ConfigError(f"config.rl.select_mode={r.select_mode!r}: must be '' (= config.rl.mode) or one of {MODES}")
     for field, known in (("mode", MODES), ("select_metric", SELECT_METRICS), ("rollout", ROLLOUTS),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gream_jax.eval.metrics import target_rank
 from gream_jax.index.trie import build_trie
 
 
@@ -53,6 +54,12 @@ class DirectValidator:
         """Recall / NDCG@5,10 of `which`'s targets; with `per_user_path` (and the prepared `data`, for
         raw ids and titles) also the eval stage's per-user rows, so `eval.paired` can compare this
         evaluation with another without running the model again."""
+        return self.evaluate_ranks(params, split, which, users, per_user_path, data)[0]
+
+    def evaluate_ranks(self, params, split, which: str, users: np.ndarray | None = None,
+                       per_user_path: str | None = None, data=None) -> tuple[dict[str, float], np.ndarray]:
+        """`evaluate`'s figures and each user's 0-based target rank ([users], -1 = not in the top K),
+        which the rl stage pairs with the SFT model's (`rl_selection.paired_gain`)."""
         users = np.arange(split.n_users) if users is None else np.asarray(users)
         histories = [split.history(which, int(u)) for u in users]
         ranked = self.ranked(params, histories)
@@ -63,7 +70,8 @@ class DirectValidator:
             if data is None:
                 raise ValueError(f"{per_user_path}: per-user rows need the prepared data (ids and titles)")
             write_jsonl(per_user_path, ranked_rows(users, histories, targets, ranked, data))
-        return rank_metrics(np.asarray(ranked.items), targets, self.ks)
+        items = np.asarray(ranked.items)
+        return rank_metrics(items, targets, self.ks), target_rank(items, targets)
 
 
 class ReasoningValidator(DirectValidator):

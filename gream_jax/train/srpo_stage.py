@@ -10,7 +10,9 @@
   3. logs per step (TensorBoard, WORKDIR/rl/metrics.jsonl, a progress line): reward, exact-hit rate,
      zero-variance share, KL, clip fraction, entropy, tokens/s; orbax checkpoints (resume: run the
      same command again); Direct-mode validation every `eval_every` steps, step 0 (the SFT model)
-     included, keeping the best state;
+     included, keeping the best state by the rule of `rl_selection.improves` (a margin and a paired
+     z over the SFT model); each validation's per-user target ranks go to WORKDIR/rl/trace.jsonl
+     (with `config.rl.trace_test`, the test split's too: `python -m gream_jax.eval.rl_trace`);
   4. exports the best-by-validation parameters to WORKDIR/rl/final. If no RL step beat the SFT
      model on validation, rl/final holds the SFT parameters and the summary says so. Their final
      valid / test evaluation (in `select_mode`) also writes WORKDIR/rl/per_user_{split}_{mode}.jsonl,
@@ -29,17 +31,10 @@ import numpy as np
 from absl import logging
 
 from gream_jax import mesh as mesh_lib
+from gream_jax.train.rl_selection import improves, paired_gain
 from gream_jax.train.srpo_trainer import SrpoTrainer
 from gream_jax.utils.io import write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
-
-
-def improves(value: float, best: float | None, min_gain: float = 0.0) -> bool:
-    """Whether a validation figure replaces the best so far: by more than `min_gain`
-    (`config.rl.select_min_gain`). Why a margin: the best of ~15 noisy validations of 943 users
-    beats the SFT model by chance (s.e. of one R@10 about .011); in three ML-100k runs `rl/final`
-    won on margins of +.0001 to +.0081 N@10 and lost on test each time (docs/results.md)."""
-    return best is None or value > best + min_gain
 
 
 class RlInputs(NamedTuple):
@@ -109,8 +104,10 @@ def run_rl(config, workdir: str) -> dict:
     metrics_path = os.path.join(stage_dir, "metrics.jsonl")
     writer = SummaryWriter(os.path.join(stage_dir, "tb"))
     rows: list[dict] = []
+    trace_path = os.path.join(stage_dir, "trace.jsonl")
+    trace: list[dict] = []
     meta = {"step": 0, "pool": trainer.pool.get_state(), "best": None, "best_step": None, "elapsed_s": 0.0,
-            "rng": np.asarray(trainer.rng).tolist(), "sft_valid": None}
+            "rng": np.asarray(trainer.rng).tolist(), "sft_valid": None, "sft_valid_ranks": None}
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(trainer.state())
         trainer.set_state(state)
@@ -120,27 +117,43 @@ def run_rl(config, workdir: str) -> dict:
         if os.path.exists(metrics_path):
             with open(metrics_path, encoding="utf-8") as f:
                 rows = [r for r in map(json.loads, f) if r["step"] <= trainer.step]
+        if os.path.exists(trace_path):
+            with open(trace_path, encoding="utf-8") as f:
+                trace = [r for r in map(json.loads, f) if r["step"] <= trainer.step]
         logging.info("[rl] resumed at step %d", trainer.step)
     best, best_step, sft_valid = meta["best"], meta["best_step"], meta.get("sft_valid")
+    sft_ranks = None if meta.get("sft_valid_ranks") is None else np.asarray(meta["sft_valid_ranks"])
     elapsed_before, run_start = float(meta["elapsed_s"]), time.perf_counter()
 
     def current_meta():
         return {"step": trainer.step, "pool": trainer.pool.get_state(), "best": best, "best_step": best_step,
                 "elapsed_s": elapsed_before + time.perf_counter() - run_start,
-                "rng": np.asarray(trainer.rng).tolist(), "sft_valid": sft_valid}
+                "rng": np.asarray(trainer.rng).tolist(), "sft_valid": sft_valid,
+                "sft_valid_ranks": None if sft_ranks is None else sft_ranks.tolist()}
 
     def validate():
-        nonlocal best, best_step
+        nonlocal best, best_step, sft_ranks
         tv = time.perf_counter()
-        figures = validator.evaluate(trainer.params, split, "valid", users)
-        improved = improves(figures[metric], best, float(rl.select_min_gain))
+        figures, ranks = validator.evaluate_ranks(trainer.params, split, "valid", users)
+        if sft_ranks is None:
+            sft_ranks = ranks                 # step 0: the SFT model every step is paired with
+        gain, se, z = paired_gain(ranks, sft_ranks, metric)
+        improved = improves(figures[metric], best, float(rl.select_min_gain), z, float(rl.select_min_z))
         if improved:
             best, best_step = figures[metric], trainer.step
             ckpt.save_best(trainer.step, trainer.state(), current_meta())
-        logging.info("[rl] step %d valid %s (%.1fs)%s", trainer.step, {k: round(v, 4) for k, v in figures.items()},
+        logging.info("[rl] step %d valid %s, %s %+.4f (s.e. %.4f) over the SFT model (%.1fs)%s", trainer.step,
+                     {k: round(v, 4) for k, v in figures.items()}, metric, gain, se,
                      time.perf_counter() - tv, " *best*" if improved else "")
-        writer.scalars(trainer.step, {f"valid/{k}": v for k, v in figures.items()})
+        writer.scalars(trainer.step, {**{f"valid/{k}": v for k, v in figures.items()}, "valid/paired_z": z})
         rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}})
+        user_ids = (np.arange(split.n_users) if users is None else np.asarray(users)).tolist()
+        trace.append({"step": trainer.step, "split": "valid", "users": user_ids, "ranks": ranks.tolist()})
+        if rl.trace_test:                     # diagnostics only: never read by the selection above
+            test_figures, test_ranks = validator.evaluate_ranks(trainer.params, split, "test", users)
+            writer.scalars(trainer.step, {f"trace_test/{k}": v for k, v in test_figures.items()})
+            trace.append({"step": trainer.step, "split": "test", "users": user_ids, "ranks": test_ranks.tolist()})
+        write_jsonl(trace_path, trace)
         return figures
 
     if best is None:

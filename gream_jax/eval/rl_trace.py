@@ -1,0 +1,150 @@
+"""What the rl stage's selection shipped, and what other rules would have: its validations replayed.
+
+The rl stage writes each validation's per-user target ranks to WORKDIR/rl/trace.jsonl (the SFT
+model at step 0, then every `config.rl.eval_every` steps); with `config.rl.trace_test=True` also
+the test split's, for the same users. This prints, for each run, every validated step's figure and
+its paired gain over the SFT model (valid, and test where traced), then for each selection rule
+(`--min_z`: the paired z a step must reach, `rl_selection.improves`) the step it would export and
+what that step gains over the SFT model. Several workdirs are pooled per user, as
+`eval.paired` pools seeds: each user's gain is the mean over the runs, the s.e. is over users.
+
+Why: RL is selected on one split's validations, ~15 of them on the same users, so the kept step's
+validation gain over-states what it gains; the test trace shows by how much, and which margin
+keeps the rl stage from exporting a step that is worse than the SFT model.
+
+Command:
+    python -m gream_jax.eval.rl_trace --workdirs=RUN_A,RUN_B --min_z=0,1,2
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from gream_jax.train.rl_selection import paired_gain, per_user_metric, replay_selection
+
+
+def load_trace(workdir: str) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """split -> step -> (users [n], ranks [n]) from WORKDIR/rl/trace.jsonl, with clear errors."""
+    path = os.path.join(workdir, "rl", "trace.jsonl")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file (the rl stage writes it at each validation)")
+    out: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                step, which = int(row["step"]), str(row["split"])
+                users, ranks = np.asarray(row["users"], np.int64), np.asarray(row["ranks"], np.int64)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{line_no}: not a trace row ({e!r})") from None
+            if users.shape != ranks.shape or users.ndim != 1:
+                raise ValueError(f"{path}:{line_no}: {len(users)} users but {len(ranks)} ranks")
+            out.setdefault(which, {})[step] = (users, ranks)
+    if 0 not in out.get("valid", {}):
+        raise ValueError(f"{path}: no step-0 (SFT model) validation row")
+    return out
+
+
+def gains_over_sft(trace: dict, which: str, metric: str) -> dict[int, np.ndarray]:
+    """step -> per-user metric gain over step 0 ([users], in step 0's user order) for one split."""
+    rows = trace[which]
+    users0, ranks0 = rows[0]
+    base = per_user_metric(ranks0, metric)
+    out = {}
+    for step, (users, ranks) in sorted(rows.items()):
+        if not np.array_equal(users, users0):
+            raise ValueError(f"{which} step {step}: validated on other users than step 0")
+        out[step] = per_user_metric(ranks, metric) - base
+    return out
+
+
+def _mean_se(d: np.ndarray) -> tuple[float, float]:
+    return float(d.mean()), (float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0)
+
+
+def run_table(trace: dict, metric: str) -> str:
+    """One run's validated steps: figure and paired gain over the SFT model, valid (and test)."""
+    valid = trace["valid"]
+    test = trace.get("test", {})
+    lines = [f"| step | valid {metric} | valid gain (s.e.) | z | test {metric} | test gain (s.e.) |",
+             "|---|---|---|---|---|---|"]
+    for step, (_, ranks) in sorted(valid.items()):
+        gain, se, z = paired_gain(ranks, valid[0][1], metric)
+        value = per_user_metric(ranks, metric).mean()
+        if step in test and 0 in test:
+            t_gain, t_se, _ = paired_gain(test[step][1], test[0][1], metric)
+            t_cells = f"{per_user_metric(test[step][1], metric).mean():.4f} | {t_gain:+.4f} ({t_se:.4f})"
+        else:
+            t_cells = "- | -"
+        lines.append(f"| {step} | {value:.4f} | {gain:+.4f} ({se:.4f}) | {z:+.2f} | {t_cells} |")
+    return "\n".join(lines)
+
+
+def selected_step(trace: dict, metric: str, min_gain: float, min_z: float) -> int:
+    """The step `rl_selection.improves` keeps under this rule, from the run's validations in order."""
+    valid = trace["valid"]
+    steps = sorted(valid)
+    values = [float(per_user_metric(valid[s][1], metric).mean()) for s in steps]
+    zs = [paired_gain(valid[s][1], valid[0][1], metric)[2] for s in steps]
+    return replay_selection(steps, values, zs, min_gain, min_z)
+
+
+def rules_table(traces: list[tuple[str, dict]], metric: str, min_gain: float, min_zs) -> str:
+    """For each rule: the step each run keeps and the kept steps' gains over the SFT model, pooled
+    per user over the runs (valid, and test where every run traced it)."""
+    lines = ["| rule | steps kept | valid gain (s.e.) | test gain (s.e.) | runs that keep RL and lose on test |",
+             "|---|---|---|---|---|"]
+    valid_gains = [gains_over_sft(t, "valid", metric) for _, t in traces]
+    all_test = all("test" in t and 0 in t["test"] for _, t in traces)
+    test_gains = [gains_over_sft(t, "test", metric) for _, t in traces] if all_test else None
+    first_users = traces[0][1]["valid"][0][0]
+    same_users = all(np.array_equal(t["valid"][0][0], first_users) for _, t in traces)
+    for min_z in min_zs:
+        kept = [selected_step(t, metric, min_gain, min_z) for _, t in traces]
+        v = _pool([g[s] for g, s in zip(valid_gains, kept)], same_users)
+        cells = [f"min_gain {min_gain:g}, min_z {min_z:g}", ", ".join(map(str, kept)), f"{v[0]:+.4f} ({v[1]:.4f})"]
+        if test_gains is not None and all(s in g for g, s in zip(test_gains, kept)):
+            t = _pool([g[s] for g, s in zip(test_gains, kept)], same_users)
+            losers = sum(1 for g, s in zip(test_gains, kept) if s != 0 and g[s].mean() < 0)
+            cells += [f"{t[0]:+.4f} ({t[1]:.4f})", str(losers)]
+        else:
+            cells += ["- (not traced)", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pool(per_run: list[np.ndarray], same_users: bool) -> tuple[float, float]:
+    """Mean gain and s.e.: per user over runs on the same users, else over every (run, user) row."""
+    if same_users:
+        return _mean_se(np.mean(per_run, axis=0))
+    return _mean_se(np.concatenate(per_run))
+
+
+def main(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdirs", required=True, help="comma-separated workdirs whose rl stage ran")
+    p.add_argument("--metric", default="ndcg@10", help="recall@K or ndcg@K")
+    p.add_argument("--min_gain", type=float, default=0.0)
+    p.add_argument("--min_z", default="0,1,2", help="comma-separated paired-z thresholds to replay")
+    args = p.parse_args(argv)
+    try:
+        min_zs = [float(z) for z in args.min_z.split(",")]
+        traces = [(w, load_trace(w)) for w in args.workdirs.split(",")]
+        for workdir, trace in traces:
+            print(f"## {workdir}\n{run_table(trace, args.metric)}\n")
+        print(f"## what each rule keeps ({len(traces)} run(s), gains over the SFT model)")
+        print(rules_table(traces, args.metric, args.min_gain, min_zs))
+    except ValueError as e:
+        raise SystemExit(f"gream_jax.eval.rl_trace: {e}") from None
+
+
+if __name__ == "__main__":
+    from gream_jax.utils.cli import run_cli
+    run_cli(main)
