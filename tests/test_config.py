@@ -37,6 +37,9 @@ def test_ml100k_reasoning_rl_variant():
     assert config.rl.rollout == "chain" and config.eval.reasoning_users == 0     # session 16's measured run
     assert config.eval.reasoning_budget >= config.rl.max_think_tokens
     assert load_config_file("ml100k").rl.mode == "direct"
+    # The pipeline's Direct SRPO exports a step only on a paired validation gain of 2 s.e.; the
+    # research recipe keeps the plain best-by-validation rule its measured runs used.
+    assert load_config_file("ml100k").rl.select_min_z == 2.0 and config.rl.select_min_z == 0.0
 
 
 def test_ml100k_heldout_reasoning_rl_variant():

@@ -95,6 +95,9 @@ def test_rl_trace_replays_rules_and_pools_runs(tmp_path, capsys):
     # pooled per user, test gain = mean of (-1/4, 0) = -0.125.
     assert "| min_gain 0, min_z 0 | 10, 0 | +0.1250" in out and "-0.1250" in out
     assert "| min_gain 0, min_z 2 | 0, 0 | +0.0000 (0.0000) | +0.0000 (0.0000) | 0 |" in out
+    # The pooled trajectory: step 10's valid gain is (+1/4 + 0) / 2, its test gain (-1/4 + +1/4) / 2.
+    pooled = rl_trace.pooled_table([(a, trace), (b, rl_trace.load_trace(b))], "recall@1")
+    assert "| 10 | +0.1250 (0.1250) | +0.0000 (0.2041) |" in pooled and "pooled per user (2 runs)" in out
     with pytest.raises(SystemExit, match="no such file"):
         rl_trace.main([f"--workdirs={tmp_path / 'missing'}"])
     _write_trace(a, [(10, "valid", [0, 0])])

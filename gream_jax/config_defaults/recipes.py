@@ -129,6 +129,11 @@ def direct_srpo(config) -> None:
     r.warmup_steps = 2
     r.steps = 150
     r.time_budget_s = 600.0
+    # Export an RL step only if its paired validation gain over the SFT model is >= 2 s.e. (train/
+    # rl_selection.py). Traced on six ML-100k SFT models (docs/results.md, session 21), this recipe's
+    # test NDCG@10 fell along every run (-.008 to -.013 by step 150) while validation stayed within
+    # noise, and the margin-free rule exported steps that lost on test.
+    r.select_min_z = 2.0
 
 
 def reasoning_srpo(config) -> None:
@@ -160,6 +165,9 @@ def reasoning_srpo(config) -> None:
     r.eval_every = 10
     r.checkpoint_every = 5
     r.time_budget_s = 3600.0
+    # The measured runs above selected with no paired test (a research recipe: what RL does is the
+    # question); rl/trace.jsonl has every validation for `python -m gream_jax.eval.rl_trace`.
+    r.select_min_z = 0.0
     config.eval.reasoning_budget = max(int(config.eval.reasoning_budget), r.max_think_tokens)
     # Reasoning mode on every user, in RL's selection and in the eval stage: on 200 users a
     # validation's pick did not hold on all 943 (session 12).

@@ -86,6 +86,27 @@ def run_table(trace: dict, metric: str) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(traces: list[tuple[str, dict]], metric: str) -> str:
+    """The gain over the SFT model at each step every run validated, pooled per user over the runs
+    (valid, and test where every run traced it): the trajectory RL follows, not one pick of it."""
+    valid = [gains_over_sft(t, "valid", metric) for _, t in traces]
+    test = ([gains_over_sft(t, "test", metric) for _, t in traces]
+            if all("test" in t and 0 in t["test"] for _, t in traces) else None)
+    same_users = all(np.array_equal(t["valid"][0][0], traces[0][1]["valid"][0][0]) for _, t in traces)
+    steps = sorted(set.intersection(*(set(g) for g in valid)))
+    lines = [f"| step | valid gain (s.e.) | test gain (s.e.) |", "|---|---|---|"]
+    for step in steps:
+        v = _pool([g[step] for g in valid], same_users)
+        cells = [str(step), f"{v[0]:+.4f} ({v[1]:.4f})"]
+        if test is not None and all(step in g for g in test):
+            t = _pool([g[step] for g in test], same_users)
+            cells.append(f"{t[0]:+.4f} ({t[1]:.4f})")
+        else:
+            cells.append("-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def selected_step(trace: dict, metric: str, min_gain: float, min_z: float) -> int:
     """The step `rl_selection.improves` keeps under this rule, from the run's validations in order."""
     valid = trace["valid"]
@@ -139,6 +160,9 @@ def main(argv=None):
         traces = [(w, load_trace(w)) for w in args.workdirs.split(",")]
         for workdir, trace in traces:
             print(f"## {workdir}\n{run_table(trace, args.metric)}\n")
+        if len(traces) > 1:
+            print(f"## every run's gain over its SFT model, pooled per user ({len(traces)} runs)")
+            print(pooled_table(traces, args.metric) + "\n")
         print(f"## what each rule keeps ({len(traces)} run(s), gains over the SFT model)")
         print(rules_table(traces, args.metric, args.min_gain, min_zs))
     except ValueError as e:
