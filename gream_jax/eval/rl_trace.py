@@ -94,7 +94,7 @@ def pooled_table(traces: list[tuple[str, dict]], metric: str) -> str:
             if all("test" in t and 0 in t["test"] for _, t in traces) else None)
     same_users = all(np.array_equal(t["valid"][0][0], traces[0][1]["valid"][0][0]) for _, t in traces)
     steps = sorted(set.intersection(*(set(g) for g in valid)))
-    lines = [f"| step | valid gain (s.e.) | test gain (s.e.) |", "|---|---|---|"]
+    lines = ["| step | valid gain (s.e.) | test gain (s.e.) |", "|---|---|---|"]
     for step in steps:
         v = _pool([g[step] for g in valid], same_users)
         cells = [str(step), f"{v[0]:+.4f} ({v[1]:.4f})"]
