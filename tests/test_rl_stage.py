@@ -138,6 +138,10 @@ def test_rl_stage_with_beam_rollouts_and_the_rank_penalty(tmp_path, monkeypatch)
     final = load_ranks(os.path.join(workdir, "rl", "per_user_test_direct.jsonl"))
     assert len(users) == N_USERS and [final[str(u + 1)][1] for u in users] == ranks.tolist()
     assert rl_trace.selected_step(trace, "ndcg@10", 0.0, 50.0) == 0
+    assert summary["select_min_z"] == 50.0
+    with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
+        valid_rows = [r for r in map(json.loads, f) if "valid/paired_gain" in r]
+    assert [r["step"] for r in valid_rows] == [0, 1, 2] and valid_rows[0]["valid/paired_gain"] == 0.0
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     train_rows = [r for r in rows if "reward_mean" in r]

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -145,8 +146,11 @@ def run_rl(config, workdir: str) -> dict:
         logging.info("[rl] step %d valid %s, %s %+.4f (s.e. %.4f) over the SFT model (%.1fs)%s", trainer.step,
                      {k: round(v, 4) for k, v in figures.items()}, metric, gain, se,
                      time.perf_counter() - tv, " *best*" if improved else "")
-        writer.scalars(trainer.step, {**{f"valid/{k}": v for k, v in figures.items()}, "valid/paired_z": z})
-        rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}})
+        paired = {"valid/paired_gain": gain, "valid/paired_se": se,
+                  "valid/paired_z": z if math.isfinite(z) else None}    # +-inf only when every user moved alike
+        writer.scalars(trainer.step, {**{f"valid/{k}": v for k, v in figures.items()},
+                                      **{k: v for k, v in paired.items() if v is not None}})
+        rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}, **paired})
         user_ids = (np.arange(split.n_users) if users is None else np.asarray(users)).tolist()
         trace.append({"step": trainer.step, "split": "valid", "users": user_ids, "ranks": ranks.tolist()})
         if rl.trace_test:                     # diagnostics only: never read by the selection above
@@ -198,7 +202,8 @@ def run_rl(config, workdir: str) -> dict:
                "seed": int(config.seed), "steps": trainer.step,
                "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
                "best_step": int(best_meta["step"]), "sft_selected": int(best_meta["step"]) == 0,
-               "select_metric": metric, "valid": valid, "test": test,
+               "select_metric": metric, "select_min_gain": float(rl.select_min_gain),
+               "select_min_z": float(rl.select_min_z), "valid": valid, "test": test,
                "sft_valid_subset": sft_valid}
     export_model(os.path.join(stage_dir, "final"), best_state["params"], model_cfg, tokenizer,
             {"stage": "rl", "step": summary["best_step"], "objective": rl.objective, "valid": valid,
