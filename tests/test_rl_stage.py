@@ -108,6 +108,11 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if "reward_mean" in line]
     assert steps == [1, 2, 3]
+    # The trace survives the resume, and replaying it gives the step the stage kept.
+    from gream_jax.eval import rl_trace
+    trace = rl_trace.load_trace(workdir)
+    assert sorted(trace["valid"]) == [0, 2, 3] and "test" not in trace      # trace_test off
+    assert rl_trace.selected_step(trace, "ndcg@10", 0.0, 0.0) == summary["best_step"]
 
 
 @pytest.mark.slow
