@@ -101,8 +101,19 @@ def test_rl_stage_runs_exports_and_resumes(tmp_path, monkeypatch):
     assert load_ranks(os.path.join(workdir, "eval", "per_user_test_direct.jsonl")) == rl_ranks
     assert load_ranks(os.path.join(workdir, "rl", "per_user_valid_direct.jsonl")) == load_ranks(
         os.path.join(workdir, "eval", "per_user_valid_direct.jsonl"))
+    # A checkpoint written before the paired selection (no SFT validation ranks in its meta) cannot
+    # apply a paired-z rule: a clear error, not a z against the wrong model.
+    meta_path = os.path.join(workdir, "rl", "checkpoints", "2", "meta", "metadata")
+    with open(meta_path) as f:
+        old_meta = json.load(f)
+    assert len(old_meta.pop("sft_valid_ranks")) == N_USERS
+    with open(meta_path, "w") as f:
+        json.dump(old_meta, f)
+    config.rl.steps, config.rl.select_min_z = 3, 1.0
+    with pytest.raises(ValueError, match="predates the paired selection"):
+        run_rl(config, workdir)
     # Resume: asking for one more step continues from the step-2 checkpoint.
-    config.rl.steps = 3
+    config.rl.select_min_z = 0.0
     summary = run_rl(config, workdir)
     assert summary["steps"] == 3
     with open(os.path.join(workdir, "rl", "metrics.jsonl")) as f:

@@ -124,6 +124,10 @@ def run_rl(config, workdir: str) -> dict:
         logging.info("[rl] resumed at step %d", trainer.step)
     best, best_step, sft_valid = meta["best"], meta["best_step"], meta.get("sft_valid")
     sft_ranks = None if meta.get("sft_valid_ranks") is None else np.asarray(meta["sft_valid_ranks"])
+    if best is not None and sft_ranks is None and float(rl.select_min_z) > 0:
+        raise ValueError(f"{stage_dir}: its checkpoint predates the paired selection (no SFT validation ranks), "
+                         f"so config.rl.select_min_z={rl.select_min_z} cannot be applied; resume with "
+                         "--config.rl.select_min_z=0 or start the rl stage in a fresh workdir")
     elapsed_before, run_start = float(meta["elapsed_s"]), time.perf_counter()
 
     def current_meta():
@@ -136,9 +140,10 @@ def run_rl(config, workdir: str) -> dict:
         nonlocal best, best_step, sft_ranks
         tv = time.perf_counter()
         figures, ranks = validator.evaluate_ranks(trainer.params, split, "valid", users)
-        if sft_ranks is None:
+        if best is None:
             sft_ranks = ranks                 # step 0: the SFT model every step is paired with
-        gain, se, z = paired_gain(ranks, sft_ranks, metric)
+        # (None only when resuming a checkpoint written before the paired selection existed.)
+        gain, se, z = paired_gain(ranks, sft_ranks, metric) if sft_ranks is not None else (math.nan,) * 3
         improved = improves(figures[metric], best, float(rl.select_min_gain), z, float(rl.select_min_z))
         if improved:
             best, best_step = figures[metric], trainer.step
@@ -146,8 +151,8 @@ def run_rl(config, workdir: str) -> dict:
         logging.info("[rl] step %d valid %s, %s %+.4f (s.e. %.4f) over the SFT model (%.1fs)%s", trainer.step,
                      {k: round(v, 4) for k, v in figures.items()}, metric, gain, se,
                      time.perf_counter() - tv, " *best*" if improved else "")
-        paired = {"valid/paired_gain": gain, "valid/paired_se": se,
-                  "valid/paired_z": z if math.isfinite(z) else None}    # +-inf only when every user moved alike
+        paired = {k: v if math.isfinite(v) else None       # +-inf z: every user moved alike; nan: no SFT ranks
+                  for k, v in (("valid/paired_gain", gain), ("valid/paired_se", se), ("valid/paired_z", z))}
         writer.scalars(trainer.step, {**{f"valid/{k}": v for k, v in figures.items()},
                                       **{k: v for k, v in paired.items() if v is not None}})
         rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}, **paired})
