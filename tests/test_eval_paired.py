@@ -52,7 +52,13 @@ def test_compare_files_pairs_users_and_refuses_mismatches(tmp_path):
         paired.compare_files(a, fewer, (5,))
     bad = tmp_path / "e.jsonl"
     bad.write_text('{"user": "u1", "target": "7", "hit_rank": 0}\n{"user": "u2"}\n')
-    with pytest.raises(ValueError, match="e.jsonl:2"):
+    with pytest.raises(ValueError, match="e.jsonl:2: not a per-user eval row"):
+        paired.load_ranks(str(bad))
+    bad.write_text('{"user": "u1", "target": "7", "hit_rank": 0}\n\n{"user": "u1", "target": "7", "hit_rank": 1}\n')
+    with pytest.raises(ValueError, match="e.jsonl:3: user 'u1' appears twice"):     # blank lines keep the count
+        paired.load_ranks(str(bad))
+    bad.write_text('{"user": "u1", "target": "7", "hit_rank": 0}\nnot json\n')
+    with pytest.raises(ValueError, match="e.jsonl:2: not a per-user eval row"):
         paired.load_ranks(str(bad))
     with pytest.raises(ValueError, match="no such file"):
         paired.load_ranks(str(tmp_path / "missing.jsonl"))

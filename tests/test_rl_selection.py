@@ -103,3 +103,13 @@ def test_rl_trace_replays_rules_and_pools_runs(tmp_path, capsys):
     _write_trace(a, [(10, "valid", [0, 0])])
     with pytest.raises(SystemExit, match="step-0"):
         rl_trace.main([f"--workdirs={a}"])
+    path = os.path.join(a, "rl", "trace.jsonl")
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": 20, "split": "valid", "users": [0, 1, 2], "ranks": [0]}) + "\n")
+        f.write('{"step": 30}\n')
+    with pytest.raises(ValueError, match=r"trace.jsonl:2: 3 users but 1 ranks"):
+        rl_trace.load_trace(a)
+    with open(path, "w") as f:
+        f.write('{"step": 30}\n')
+    with pytest.raises(ValueError, match=r"trace.jsonl:1: not a trace row"):
+        rl_trace.load_trace(a)

@@ -17,13 +17,13 @@ noise averages out; each pair's own difference is printed below the pooled table
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 
 from gream_jax.eval.metrics import gains_at_k
+from gream_jax.utils.io import read_jsonl
 
 
 def paired_difference(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> dict:
@@ -52,18 +52,11 @@ def load_ranks(path: str) -> dict[str, tuple[str, int]]:
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file (the eval stage writes WORKDIR/eval/per_user_<split>_<mode>.jsonl, "
                          "the rl stage WORKDIR/rl/per_user_<split>_<select mode>.jsonl)")
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                user, target, rank = str(row["user"]), str(row["target"]), int(row["hit_rank"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: not a per-user eval row ({e!r})") from None
-            if user in out:
-                raise ValueError(f"{path}:{line_no}: user {user!r} appears twice")
-            out[user] = (target, rank)
+    rows = read_jsonl(path, lambda r: (str(r["user"]), str(r["target"]), int(r["hit_rank"])), "a per-user eval row")
+    for line_no, (user, target, rank) in rows:
+        if user in out:
+            raise ValueError(f"{path}:{line_no}: user {user!r} appears twice")
+        out[user] = (target, rank)
     if not out:
         raise ValueError(f"{path}: no rows")
     return out

@@ -18,13 +18,13 @@ Command:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 
 from gream_jax.train.rl_selection import paired_gain, per_user_metric, replay_selection
+from gream_jax.utils.io import read_jsonl
 
 
 def load_trace(workdir: str) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
@@ -33,19 +33,14 @@ def load_trace(workdir: str) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file (the rl stage writes it at each validation)")
     out: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                step, which = int(row["step"]), str(row["split"])
-                users, ranks = np.asarray(row["users"], np.int64), np.asarray(row["ranks"], np.int64)
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: not a trace row ({e!r})") from None
-            if users.shape != ranks.shape or users.ndim != 1:
-                raise ValueError(f"{path}:{line_no}: {len(users)} users but {len(ranks)} ranks")
-            out.setdefault(which, {})[step] = (users, ranks)
+    def parse(row):
+        return (int(row["step"]), str(row["split"]), np.asarray(row["users"], np.int64),
+                np.asarray(row["ranks"], np.int64))
+
+    for line_no, (step, which, users, ranks) in read_jsonl(path, parse, "a trace row"):
+        if users.shape != ranks.shape or users.ndim != 1:
+            raise ValueError(f"{path}:{line_no}: {users.size} users but {ranks.size} ranks")
+        out.setdefault(which, {})[step] = (users, ranks)
     if 0 not in out.get("valid", {}):
         raise ValueError(f"{path}: no step-0 (SFT model) validation row")
     return out

@@ -61,6 +61,21 @@ def save_npz(path: str, **arrays) -> None:
         np.savez(f, **arrays)
 
 
+def read_jsonl(path: str, parse, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, `parse(row)`) for each non-blank line of a JSONL file. A line that is not JSON,
+    or whose row `parse` rejects (ValueError, KeyError, TypeError), stops the read with
+    `path:line: not {what}`, so a bad row is named instead of silently skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = parse(json.loads(line))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{line_no}: not {what} ({e!r})") from None
+            yield line_no, value
+
+
 def read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
