@@ -32,11 +32,12 @@ def load_trace(workdir: str) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray
     path = os.path.join(workdir, "rl", "trace.jsonl")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file (the rl stage writes it at each validation)")
-    out: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+
     def parse(row):
         return (int(row["step"]), str(row["split"]), np.asarray(row["users"], np.int64),
                 np.asarray(row["ranks"], np.int64))
 
+    out: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for line_no, (step, which, users, ranks) in read_jsonl(path, parse, "a trace row"):
         if users.shape != ranks.shape or users.ndim != 1:
             raise ValueError(f"{path}:{line_no}: {users.size} users but {ranks.size} ranks")
