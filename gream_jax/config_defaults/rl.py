@@ -102,7 +102,7 @@ def defaults() -> ml_collections.ConfigDict:
     # seeded users, else the eval stage's config.eval.reasoning_users); "" = the mode RL trains.
     c.select_mode = ""
     # A validation must beat the best so far (the SFT model at step 0) by more than this to
-    # replace it; 0 = any improvement (the reference's rule). See srpo_stage.improves.
+    # replace it; 0 = any improvement (the reference's rule). See rl_selection.improves.
     c.select_min_gain = 0.0
     # ... and its paired gain over the SFT model on the same users must be at least this many
     # standard errors (0 = no such test). See rl_selection.improves.

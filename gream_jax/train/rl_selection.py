@@ -5,8 +5,9 @@ same users, and exports the best. Two guards decide whether a step replaces the 
   * `select_min_gain`: its figure must beat the best by more than this margin;
   * `select_min_z`: its paired gain over the SFT model, on the same users, must be at least this
     many standard errors (`paired_gain`). Why: the rl stage picks the best of ~15 validations of
-    one set of users, so a step can beat the SFT model by chance; what a paired z of 2 rules out is
-    that the pick is noise (docs/results.md, "Session 21").
+    one set of users, so a step can beat the SFT model by chance; a paired z of 2 makes such a pick
+    unlikely (less so than for one look: the ~15 looks are correlated, not independent). On ML-100k
+    every margin-free pick, each under 1 s.e., lost on test (docs/results.md, "Session 21").
 
 Ranks are 0-based target ranks per user, -1 when the target is not in the list (`eval.metrics`).
 """
