@@ -124,7 +124,7 @@ def direct_srpo(config) -> None:
     at the earlier scaled lr 2e-5 every run drifted (KL .13-.21 by step 150), pooled test NDCG@10
     -.0043 (s.e. .0014) by step 40 and -.0095 (.0026) by 150, validation -.0063 (.0025) by 150, and
     the margin-free rule kept an RL step in 5 of 7 runs, each a noise pick that lost on test (pooled
-    -.0019, s.e. .0010); at 2e-6 (KL ~.005; six models) the pooled trajectory stays within .0013 of
+    -.0019, s.e. .0010); at 2e-6 (KL ~.005; seven models) the pooled trajectory stays within .0013 of
     the SFT model on both splits, never beyond noise."""
     r = config.rl
     r.mode = "direct"
