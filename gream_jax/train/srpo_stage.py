@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,8 +33,16 @@ from absl import logging
 from gream_jax import mesh as mesh_lib
 from gream_jax.train.rl_selection import improves, paired_gain
 from gream_jax.train.srpo_trainer import SrpoTrainer
-from gream_jax.utils.io import write_json, write_jsonl
+from gream_jax.utils.io import read_jsonl, write_json, write_jsonl
 from gream_jax.utils.logging import Progress, SummaryWriter
+
+
+def rows_up_to(path: str, step: int, what: str) -> list[dict]:
+    """The JSONL rows of `path` (none if it does not exist) logged at or before `step`: what a
+    resumed run keeps of the rows its interrupted run wrote after its last checkpoint."""
+    if not os.path.exists(path):
+        return []
+    return [row for _, (row_step, row) in read_jsonl(path, lambda r: (int(r["step"]), r), what) if row_step <= step]
 
 
 class RlInputs(NamedTuple):
@@ -115,12 +122,8 @@ def run_rl(config, workdir: str) -> dict:
         trainer.step = int(meta["step"])
         trainer.pool.set_state(meta["pool"])
         trainer.rng = jax.numpy.asarray(np.asarray(meta["rng"], np.uint32))
-        if os.path.exists(metrics_path):
-            with open(metrics_path, encoding="utf-8") as f:
-                rows = [r for r in map(json.loads, f) if r["step"] <= trainer.step]
-        if os.path.exists(trace_path):
-            with open(trace_path, encoding="utf-8") as f:
-                trace = [r for r in map(json.loads, f) if r["step"] <= trainer.step]
+        rows = rows_up_to(metrics_path, trainer.step, "an rl metrics row")
+        trace = rows_up_to(trace_path, trainer.step, "an rl trace row")
         logging.info("[rl] resumed at step %d", trainer.step)
     best, best_step, sft_valid = meta["best"], meta["best_step"], meta.get("sft_valid")
     sft_ranks = None if meta.get("sft_valid_ranks") is None else np.asarray(meta["sft_valid_ranks"])
