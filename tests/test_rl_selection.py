@@ -113,3 +113,14 @@ def test_rl_trace_replays_rules_and_pools_runs(tmp_path, capsys):
         f.write('{"step": 30}\n')
     with pytest.raises(ValueError, match=r"trace.jsonl:1: not a trace row"):
         rl_trace.load_trace(a)
+
+
+def test_resumed_rows_keep_those_up_to_the_checkpoint(tmp_path):
+    from gream_jax.train.srpo_stage import rows_up_to
+    path = tmp_path / "metrics.jsonl"
+    assert rows_up_to(str(path), 5, "a row") == []                     # a first run has none
+    path.write_text('{"step": 4, "x": 1}\n\n{"step": 5}\n{"step": 6}\n')
+    assert rows_up_to(str(path), 5, "a row") == [{"step": 4, "x": 1}, {"step": 5}]
+    path.write_text('{"step": 4}\n{"no_step": 1}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2: not a row"):
+        rows_up_to(str(path), 5, "a row")

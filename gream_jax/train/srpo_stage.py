@@ -113,6 +113,7 @@ def run_rl(config, workdir: str) -> dict:
     writer = SummaryWriter(os.path.join(stage_dir, "tb"))
     rows: list[dict] = []
     trace_path = os.path.join(stage_dir, "trace.jsonl")
+    user_ids = (np.arange(split.n_users) if users is None else np.asarray(users)).tolist()   # the trace's users
     trace: list[dict] = []
     meta = {"step": 0, "pool": trainer.pool.get_state(), "best": None, "best_step": None, "elapsed_s": 0.0,
             "rng": np.asarray(trainer.rng).tolist(), "sft_valid": None, "sft_valid_ranks": None}
@@ -159,7 +160,6 @@ def run_rl(config, workdir: str) -> dict:
         writer.scalars(trainer.step, {**{f"valid/{k}": v for k, v in figures.items()},
                                       **{k: v for k, v in paired.items() if v is not None}})
         rows.append({"step": trainer.step, **{f"valid/{k}": v for k, v in figures.items()}, **paired})
-        user_ids = (np.arange(split.n_users) if users is None else np.asarray(users)).tolist()
         trace.append({"step": trainer.step, "split": "valid", "users": user_ids, "ranks": ranks.tolist()})
         if rl.trace_test:                     # diagnostics only: never read by the selection above
             test_figures, test_ranks = validator.evaluate_ranks(trainer.params, split, "test", users)
