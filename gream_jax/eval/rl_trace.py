@@ -86,9 +86,8 @@ def pooled_table(traces: list[tuple[str, dict]], metric: str) -> str:
     """The gain over the SFT model at each step every run validated, pooled per user over the runs
     (valid, and test where every run traced it): the trajectory RL follows, not one pick of it."""
     valid = [gains_over_sft(t, "valid", metric) for _, t in traces]
-    test = ([gains_over_sft(t, "test", metric) for _, t in traces]
-            if all("test" in t and 0 in t["test"] for _, t in traces) else None)
-    same_users = all(np.array_equal(t["valid"][0][0], traces[0][1]["valid"][0][0]) for _, t in traces)
+    test = [gains_over_sft(t, "test", metric) for _, t in traces] if _all_traced_test(traces) else None
+    same_users = _same_users(traces)
     steps = sorted(set.intersection(*(set(g) for g in valid)))
     lines = ["| step | valid gain (s.e.) | test gain (s.e.) |", "|---|---|---|"]
     for step in steps:
@@ -118,10 +117,8 @@ def rules_table(traces: list[tuple[str, dict]], metric: str, min_gain: float, mi
     lines = ["| rule | steps kept | valid gain (s.e.) | test gain (s.e.) | runs that keep RL and lose on test |",
              "|---|---|---|---|---|"]
     valid_gains = [gains_over_sft(t, "valid", metric) for _, t in traces]
-    all_test = all("test" in t and 0 in t["test"] for _, t in traces)
-    test_gains = [gains_over_sft(t, "test", metric) for _, t in traces] if all_test else None
-    first_users = traces[0][1]["valid"][0][0]
-    same_users = all(np.array_equal(t["valid"][0][0], first_users) for _, t in traces)
+    test_gains = [gains_over_sft(t, "test", metric) for _, t in traces] if _all_traced_test(traces) else None
+    same_users = _same_users(traces)
     for min_z in min_zs:
         kept = [selected_step(t, metric, min_gain, min_z) for _, t in traces]
         v = _pool([g[s] for g, s in zip(valid_gains, kept)], same_users)
@@ -134,6 +131,17 @@ def rules_table(traces: list[tuple[str, dict]], metric: str, min_gain: float, mi
             cells += ["- (not traced)", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _all_traced_test(traces: list[tuple[str, dict]]) -> bool:
+    """Whether every run traced the test split, step 0 included (`config.rl.trace_test`)."""
+    return all("test" in t and 0 in t["test"] for _, t in traces)
+
+
+def _same_users(traces: list[tuple[str, dict]]) -> bool:
+    """Whether every run validated the same users, so gains can be pooled per user."""
+    first = traces[0][1]["valid"][0][0]
+    return all(np.array_equal(t["valid"][0][0], first) for _, t in traces)
 
 
 def _pool(per_run: list[np.ndarray], same_users: bool) -> tuple[float, float]:
