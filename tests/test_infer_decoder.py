@@ -219,3 +219,42 @@ def test_reasoning_with_decode_windows_samples_what_the_full_cache_does(model):
             np.testing.assert_array_equal(np.asarray(out.beams.items), np.asarray(ref.beams.items))
             np.testing.assert_allclose(np.asarray(out.beams.scores), np.asarray(ref.beams.scores), atol=1e-4)
             np.testing.assert_allclose(np.asarray(out.think_logprob), np.asarray(ref.think_logprob), atol=1e-4)
+
+
+def test_reasoning_chains_never_write_a_banned_token(model):
+    """`ReasoningSpec.banned_tokens` (config.eval.ban_stray_answer_close bans `</answer>`): a token
+    that some free-running chains write appears in none once banned, and the chains that never
+    wrote it are unchanged (same key, same draws)."""
+    m = model
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [6, 6]]
+    tokens, mask = left_pad(prompts, 4, 4, PAD)
+    rng = jax.random.PRNGKey(3)
+    free, chains, partial = _tokens_some_chains_write(m, tokens, mask, rng, num_samples=2)
+    banned = partial[0]
+    out = np.asarray(_reason(m, tokens, mask, free._replace(banned_tokens=(banned,)), rng, 1.0).think_tokens)
+    assert not (out == banned).any()
+    untouched = ~(chains == banned).any(-1)
+    assert untouched.any() and not untouched.all()
+    np.testing.assert_array_equal(out[untouched], chains[untouched])
+
+
+def test_reasoning_spec_bans_the_stray_answer_close_by_config():
+    from gream_jax.config_defaults import eval as eval_defaults
+    from gream_jax.infer.recommender import reasoning_spec
+
+    class Tokenizer:
+        ids = {"<answer>": 3, "</think>": 4, "</answer>": 9, "<|im_end|>": 11}
+        eos_id, pad_id = 2, 0
+
+        def token_to_id(self, token):
+            return self.ids.get(token)
+
+    import ml_collections
+    config = ml_collections.ConfigDict({"eval": eval_defaults.defaults()})
+    spec = reasoning_spec(Tokenizer(), config)
+    assert spec.banned_tokens == (9,) and spec.answer_open == 3 and spec.end_tokens == (2, 11)
+    config.eval.ban_stray_answer_close = False
+    assert reasoning_spec(Tokenizer(), config).banned_tokens == ()
+    Tokenizer.ids.pop("</answer>")
+    with pytest.raises(ValueError, match="</answer>"):
+        reasoning_spec(Tokenizer(), config)

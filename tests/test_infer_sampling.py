@@ -45,11 +45,12 @@ def test_top_p_filter_keeps_a_tie_at_the_cut():
     np.testing.assert_array_equal(kept, [[True, False, False, False]])
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "stops"))
-def run_text(params, prompts, rng, temperature, top_p, budget, stops):
+@functools.partial(jax.jit, static_argnames=("budget", "stops", "banned"))
+def run_text(params, prompts, rng, temperature, top_p, budget, stops, banned=()):
     logits, cache = toy.prefill(params, prompts)
     return sample_tokens(toy.step_fn, params, logits, cache, rng, max_new_tokens=budget,
-                         stop_tokens=stops, temperature=temperature, top_p=top_p, pad_id=0)
+                         stop_tokens=stops, temperature=temperature, top_p=top_p, pad_id=0,
+                         banned_tokens=banned)
 
 
 def test_greedy_text_matches_a_manual_argmax_rollout_and_stops():
@@ -84,6 +85,27 @@ def test_tempered_sampling_follows_the_model_distribution():
     # A tiny nucleus is greedy.
     out = run_text(params, prompts[:50], jax.random.PRNGKey(2), 1.0, 1e-4, 1, ())
     assert (np.asarray(out.tokens[:, 0]) == p.argmax()).all()
+
+
+def test_banned_tokens_are_never_drawn_and_keep_the_models_log_probs():
+    """A banned token is never sampled, greedy or tempered, even where it is the argmax; the
+    other tokens keep their relative frequencies, and the log-prob reported is the model's own
+    (full-vocabulary) one, as for the nucleus."""
+    params = toy.init_params(12, seed=4)
+    prompts = jnp.zeros((4000, 2), jnp.int32)
+    p = np.asarray(jax.nn.softmax(toy.prefill(params, prompts[:1])[0][0]))
+    top = int(p.argmax())
+    out = run_text(params, prompts, jax.random.PRNGKey(1), 1.0, 1.0, 1, (), (top,))
+    drawn = np.asarray(out.tokens[:, 0])
+    assert not (drawn == top).any()
+    want = np.where(np.arange(12) == top, 0.0, p) / (1 - p[top])
+    np.testing.assert_allclose(np.bincount(drawn, minlength=12) / 4000, want, atol=0.03)
+    np.testing.assert_allclose(np.asarray(out.logprobs[:, 0]), np.log(p[drawn]), rtol=1e-4)
+    greedy = run_text(params, prompts[:3], jax.random.PRNGKey(0), 0.0, 1.0, 8, (), (top,))
+    assert int(greedy.tokens[0, 0]) == int(np.argsort(-p)[1])
+    assert not (np.asarray(greedy.tokens) == top).any()
+    # Without the ban the same greedy run does write it.
+    assert int(run_text(params, prompts[:3], jax.random.PRNGKey(0), 0.0, 1.0, 8, ()).tokens[0, 0]) == top
 
 
 @pytest.fixture(scope="module")

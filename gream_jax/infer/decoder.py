@@ -92,6 +92,11 @@ class ReasoningSpec(NamedTuple):
     # Decode windows (`infer.windows`): the chain's early steps read only the first multiples of
     # this many cache slots (config.eval.decode_window); 0 reads the whole cache every step.
     decode_window: int = 0
+    # Ids the chain may not write (config.eval.ban_stray_answer_close: `</answer>`). Every trained
+    # chain closes an answer only after `<answer>` (the stop token), so a `</answer>` in the chain
+    # is ill-formed: small models write one straight after Step 5's last SID, then end the turn,
+    # and the beam would answer after `...SID</answer><|im_end|><answer>` (docs/results.md, session 22).
+    banned_tokens: tuple = ()
 
 
 class ReasoningOutput(NamedTuple):
@@ -126,7 +131,8 @@ def _sample_chain(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_
     text = sample_tokens(step, params, logits, cache, rng, max_new_tokens=spec.budget,
                          stop_tokens=(spec.answer_open,) + tuple(spec.end_tokens),
                          temperature=temperature, top_p=top_p, pad_id=spec.pad_id, trie=trie,
-                         windows=attention_windows(cache_len, spec.decode_window, first_slot=tokens.shape[1]))
+                         windows=attention_windows(cache_len, spec.decode_window, first_slot=tokens.shape[1]),
+                         banned_tokens=spec.banned_tokens)
     cache = text.cache
     keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
     last = jnp.take_along_axis(text.tokens, jnp.maximum(text.lengths - 1, 0)[:, None], axis=1)[:, 0]

@@ -222,10 +222,10 @@ def merge_samples(sample_items: np.ndarray, sample_scores: np.ndarray, top_k: in
 
 
 def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
-    from gream_jax.tasks.example import ANSWER_OPEN, IM_END, THINK_CLOSE
+    from gream_jax.tasks.example import ANSWER_CLOSE, ANSWER_OPEN, IM_END, THINK_CLOSE
     ev = config.eval
     ids = {}
-    for tok in (ANSWER_OPEN, THINK_CLOSE):
+    for tok in (ANSWER_OPEN, THINK_CLOSE, ANSWER_CLOSE):
         tid = token_id_or_none(tokenizer, tok)
         if tid is None:
             raise ValueError(f"tokenizer has no {tok!r} token: reasoning mode needs the task special tokens")
@@ -237,7 +237,8 @@ def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
                                  beam_size=int(ev.beam_size), top_k=int(ev.top_k),
                                  answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],
                                  pad_id=int(tokenizer.pad_id), end_tokens=tuple(sorted(end)),
-                                 decode_window=int(ev.decode_window))
+                                 decode_window=int(ev.decode_window),
+                                 banned_tokens=(ids[ANSWER_CLOSE],) if ev.ban_stray_answer_close else ())
 
 
 def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,

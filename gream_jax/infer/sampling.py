@@ -101,17 +101,28 @@ def sample_token(rng: jax.Array, logits: jax.Array, temperature, top_p) -> jax.A
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
 
 
-def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p):
-    """One token per row. logits [n, V] -> (tokens [n] int32, model log-probs [n])."""
+def ban_tokens(logits: jax.Array, banned: Sequence[int]) -> jax.Array:
+    """logits [n, V] with the `banned` token ids (static) set to NEG_INF: never drawn."""
+    if not banned:
+        return logits
+    return logits.at[:, jnp.asarray(tuple(banned), jnp.int32)].set(NEG_INF)
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p, banned: Sequence[int] = ()):
+    """One token per row. logits [n, V] -> (tokens [n] int32, model log-probs [n]).
+
+    `banned` token ids are never drawn (a grammar rule, like the nucleus a sampling constraint);
+    the log-prob returned is still the model's, over the whole vocabulary."""
     logits = logits.astype(jnp.float32)
-    tokens = sample_token(rng, logits, temperature, top_p)
+    tokens = sample_token(rng, ban_tokens(logits, banned), temperature, top_p)
     logp = jax.nn.log_softmax(logits, axis=-1)
     return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
 def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, rng: jax.Array,
                   *, max_new_tokens: int, stop_tokens: Sequence[int], temperature, top_p,
-                  pad_id: int, trie: DeviceTrie | None = None, windows: Sequence[int] = ()) -> TextSample:
+                  pad_id: int, trie: DeviceTrie | None = None, windows: Sequence[int] = (),
+                  banned_tokens: Sequence[int] = ()) -> TextSample:
     """Samples up to `max_new_tokens` per row, stopping a row at its first stop token.
 
     A `lax.while_loop` that ends early once every row has stopped; the cache is carried (and so
@@ -121,6 +132,8 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
     children, and inner SID tokens never appear elsewhere.
     windows (static, `infer.windows.attention_windows`): the early steps read only the cache
     slots written so far; step_fn must then accept `attend_len=` and the cache have `.index`.
+    banned_tokens (static): ids no row may draw (Reasoning mode bans a stray `</answer>`; see
+    `infer.decoder.ReasoningSpec`); their log-probs stay in the model's normaliser.
     """
     n = first_logits.shape[0]
     stops = jnp.asarray(tuple(stop_tokens), jnp.int32).reshape(-1)
@@ -137,7 +150,7 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
         rng, key = jax.random.split(rng)
         if grammar:
             logits = trie_softmax.mask_logits(trie, logits, state)
-        tok, lp = sample_logits(logits, key, temperature, top_p)
+        tok, lp = sample_logits(logits, key, temperature, top_p, banned_tokens)
         if grammar:
             state = trie_softmax.next_state(trie, state, tok)
         tok = jnp.where(done, pad_id, tok)
