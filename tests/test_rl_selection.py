@@ -124,3 +124,57 @@ def test_resumed_rows_keep_those_up_to_the_checkpoint(tmp_path):
     path.write_text('{"step": 4}\n{"no_step": 1}\n')
     with pytest.raises(ValueError, match="metrics.jsonl:2: not a row"):
         rows_up_to(str(path), 5, "a row")
+
+
+def _write_split(workdir, train, valid_targets, test_targets):
+    from gream_jax.data.split import Split
+    os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
+    split = Split(train=[np.asarray(t, np.int32) for t in train], valid_targets=np.asarray(valid_targets, np.int32),
+                  test_targets=np.asarray(test_targets, np.int32), max_history=20)
+    np.savez(os.path.join(workdir, "data", "split.npz"), **split.to_arrays())
+
+
+def test_rl_trace_gain_by_target_popularity(tmp_path, capsys):
+    """`--by_popularity`: users split into equal thirds by their target's training count, the gain
+    pooled per user over runs in each third; runs of another split are refused."""
+    from gream_jax.eval import rl_trace
+    assert rl_trace.popularity_thirds(np.array([5, 1, 9, 1, 7, 3])).tolist() == [1, 0, 2, 0, 2, 1]
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    # Item 0 is rated 4 times in training, item 1 twice, item 2 once: users 0-1 want item 2 (low),
+    # users 2-3 item 1 (mid), users 4-5 item 0 (high), on both splits.
+    train = [[0, 0], [0, 1], [0, 1], [2], [], []]
+    targets = [2, 2, 1, 1, 0, 0]
+    for w in (a, b):
+        _write_split(w, train, targets, targets)
+    # Step 10: both runs lose user 0's hit (low third) and gain users 4 and 5 (high third) on valid;
+    # on test only run a gains user 4.
+    _write_trace(a, [(0, "valid", [0, -1, 0, -1, -1, -1]), (0, "test", [-1] * 6),
+                     (10, "valid", [-1, -1, 0, -1, 0, 0]), (10, "test", [-1, -1, -1, -1, 0, -1])])
+    _write_trace(b, [(0, "valid", [0, -1, 0, -1, -1, -1]), (0, "test", [-1] * 6),
+                     (10, "valid", [-1, -1, 0, -1, 0, 0]), (10, "test", [-1] * 6)])
+    popularity = rl_trace.load_target_popularity([a, b])
+    np.testing.assert_array_equal(popularity["valid"], [1, 1, 2, 2, 4, 4])
+    traces = [(a, rl_trace.load_trace(a)), (b, rl_trace.load_trace(b))]
+    table = rl_trace.popularity_table(traces, popularity, 10, "recall@1")
+    assert "| valid | low third | 2 | 1.0 | 0.5000 | -0.5000 (0.5000) |" in table
+    assert "| valid | mid third | 2 | 2.0 | 0.5000 | +0.0000 (0.0000) |" in table
+    assert "| valid | high third | 2 | 4.0 | 0.0000 | +1.0000 (0.0000) |" in table
+    assert "| test | high third | 2 | 4.0 | 0.0000 | +0.2500 (0.2500) |" in table
+    rl_trace.main([f"--workdirs={a},{b}", "--metric=recall@1", "--by_popularity=10"])
+    assert "by target popularity, step 10 (2 run(s))" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="step 20: not validated on valid"):
+        rl_trace.main([f"--workdirs={a},{b}", "--metric=recall@1", "--by_popularity=20"])
+    _write_split(b, train, targets, [0, 0, 1, 1, 2, 2])
+    with pytest.raises(SystemExit, match="other targets than"):
+        rl_trace.main([f"--workdirs={a},{b}", "--by_popularity=10"])
+    with pytest.raises(SystemExit, match="--by_popularity reads the prepared split"):
+        rl_trace.main([f"--workdirs={_trace_only(tmp_path, a)}", "--by_popularity=10"])
+
+
+def _trace_only(tmp_path, source):
+    """A workdir holding `source`'s trace and no data/."""
+    import shutil
+    w = str(tmp_path / "trace_only")
+    os.makedirs(os.path.join(w, "rl"), exist_ok=True)
+    shutil.copy(os.path.join(source, "rl", "trace.jsonl"), os.path.join(w, "rl", "trace.jsonl"))
+    return w

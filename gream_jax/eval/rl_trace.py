@@ -12,8 +12,12 @@ Why: RL is selected on one split's validations, ~15 of them on the same users, s
 validation gain over-states what it gains; the test trace shows by how much, and which margin
 keeps the rl stage from exporting a step that is worse than the SFT model.
 
+`--by_popularity=40,150` adds, at those steps, the gain split by how popular each user's target
+is in the training split (equal thirds of the users; WORKDIR/data/split.npz): where RL's change
+comes from (docs/results.md, session 22: credit moves to popular targets).
+
 Command:
-    python -m gream_jax.eval.rl_trace --workdirs=RUN_A,RUN_B --min_z=0,1,2
+    python -m gream_jax.eval.rl_trace --workdirs=RUN_A,RUN_B --min_z=0,1,2 [--by_popularity=40,150]
 """
 
 from __future__ import annotations
@@ -133,6 +137,70 @@ def rules_table(traces: list[tuple[str, dict]], metric: str, min_gain: float, mi
     return "\n".join(lines)
 
 
+def load_target_popularity(workdirs: list[str]) -> dict[str, np.ndarray]:
+    """split -> [n_users] training-split rating count of each user's target, from the first
+    workdir's data/split.npz; every other workdir must hold the same split (or none)."""
+    from gream_jax.data.split import Split
+
+    def read(workdir):
+        path = os.path.join(workdir, "data", "split.npz")
+        with np.load(path) as z:
+            return Split.from_arrays(dict(z), path)
+
+    first = os.path.join(workdirs[0], "data", "split.npz")
+    if not os.path.isfile(first):
+        raise ValueError(f"{first}: no such file (--by_popularity reads the prepared split)")
+    split = read(workdirs[0])
+    for w in workdirs[1:]:
+        if os.path.isfile(os.path.join(w, "data", "split.npz")):
+            other = read(w)
+            if not (np.array_equal(other.valid_targets, split.valid_targets)
+                    and np.array_equal(other.test_targets, split.test_targets)):
+                raise ValueError(f"{w}/data/split.npz: other targets than {first}; pool runs of one dataset")
+    n_items = 1 + max(int(np.max(split.valid_targets)), int(np.max(split.test_targets)),
+                      max((int(t.max()) for t in split.train if len(t)), default=0))
+    counts = np.bincount(np.concatenate(split.train), minlength=n_items) if split.train else np.zeros(n_items, int)
+    return {"valid": counts[split.valid_targets], "test": counts[split.test_targets]}
+
+
+def popularity_thirds(popularity: np.ndarray) -> np.ndarray:
+    """[users] target popularity -> [users] bin 0 / 1 / 2 (low / mid / high third of the users by
+    rank; ties broken by user order, so the thirds are equal in size)."""
+    order = np.argsort(popularity, kind="stable")
+    bins = np.empty(len(popularity), np.int64)
+    bins[order] = np.arange(len(popularity)) * 3 // max(len(popularity), 1)
+    return bins
+
+
+def popularity_table(traces: list[tuple[str, dict]], popularity: dict[str, np.ndarray], step: int,
+                     metric: str) -> str:
+    """The gain over the SFT model at `step` in each third of the users by target popularity,
+    pooled per user over the runs (valid, and test where every run traced it)."""
+    if not _same_users(traces):
+        raise ValueError("--by_popularity pools per user: every run must validate the same users")
+    splits = ["valid"] + (["test"] if _all_traced_test(traces) else [])
+    lines = [f"| split, step {step} | target popularity | users | mean training ratings | SFT {metric} | "
+             "gain (s.e.) |", "|---|---|---|---|---|---|"]
+    for which in splits:
+        gains = [gains_over_sft(t, which, metric) for _, t in traces]
+        if not all(step in g for g in gains):
+            raise ValueError(f"step {step}: not validated on {which} by every run")
+        users, ranks0 = traces[0][1][which][0]
+        if users.max(initial=-1) >= len(popularity[which]):
+            raise ValueError(f"{which}: trace user {int(users.max())} beyond the split's "
+                             f"{len(popularity[which])} users")
+        pop = popularity[which][users]
+        base = np.mean([per_user_metric(t[which][0][1], metric) for _, t in traces], axis=0)
+        gain = np.mean([g[step] for g in gains], axis=0)
+        bins = popularity_thirds(pop)
+        for b, name in enumerate(("low third", "mid third", "high third")):
+            m = bins == b
+            mean, se = _mean_se(gain[m])
+            lines.append(f"| {which} | {name} | {int(m.sum())} | {pop[m].mean():.1f} | {base[m].mean():.4f} | "
+                         f"{mean:+.4f} ({se:.4f}) |")
+    return "\n".join(lines)
+
+
 def _all_traced_test(traces: list[tuple[str, dict]]) -> bool:
     """Whether every run traced the test split, step 0 included (`config.rl.trace_test`)."""
     return all("test" in t and 0 in t["test"] for _, t in traces)
@@ -158,6 +226,7 @@ def main(argv=None):
     p.add_argument("--metric", default="ndcg@10", help="recall@K or ndcg@K")
     p.add_argument("--min_gain", type=float, default=0.0)
     p.add_argument("--min_z", default="0,1,2", help="comma-separated paired-z thresholds to replay")
+    p.add_argument("--by_popularity", default="", help="comma-separated steps: gains by target popularity")
     args = p.parse_args(argv)
     try:
         min_zs = [float(z) for z in args.min_z.split(",")]
@@ -169,6 +238,11 @@ def main(argv=None):
             print(pooled_table(traces, args.metric) + "\n")
         print(f"## what each rule keeps ({len(traces)} run(s), gains over the SFT model)")
         print(rules_table(traces, args.metric, args.min_gain, min_zs))
+        if args.by_popularity:
+            popularity = load_target_popularity([w for w, _ in traces])
+            for step in (int(x) for x in args.by_popularity.split(",")):
+                print(f"\n## gain over the SFT model by target popularity, step {step} ({len(traces)} run(s))")
+                print(popularity_table(traces, popularity, step, args.metric))
     except ValueError as e:
         raise SystemExit(f"gream_jax.eval.rl_trace: {e}") from None
 
