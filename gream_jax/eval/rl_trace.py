@@ -185,7 +185,7 @@ def popularity_table(traces: list[tuple[str, dict]], popularity: dict[str, np.nd
         gains = [gains_over_sft(t, which, metric) for _, t in traces]
         if not all(step in g for g in gains):
             raise ValueError(f"step {step}: not validated on {which} by every run")
-        users, ranks0 = traces[0][1][which][0]
+        users = traces[0][1][which][0][0]                      # step 0's [users], every run's order
         if users.max(initial=-1) >= len(popularity[which]):
             raise ValueError(f"{which}: trace user {int(users.max())} beyond the split's "
                              f"{len(popularity[which])} users")
