@@ -238,7 +238,7 @@ def test_reasoning_chains_never_write_a_banned_token(model):
     np.testing.assert_array_equal(out[untouched], chains[untouched])
 
 
-def test_reasoning_spec_bans_the_stray_answer_close_by_config():
+def test_reasoning_spec_takes_the_chain_rules_from_the_config():
     from gream_jax.config_defaults import eval as eval_defaults
     from gream_jax.infer.recommender import reasoning_spec
 
@@ -250,11 +250,16 @@ def test_reasoning_spec_bans_the_stray_answer_close_by_config():
             return self.ids.get(token)
 
     import ml_collections
-    config = ml_collections.ConfigDict({"eval": eval_defaults.defaults()})
+    config = ml_collections.ConfigDict({"eval": eval_defaults.defaults(), "model": {"sid_softmax": "level"}})
     spec = reasoning_spec(Tokenizer(), config)
     assert spec.banned_tokens == (9,) and spec.answer_open == 3 and spec.end_tokens == (2, 11)
+    assert spec.max_item_mentions == 0
     config.eval.ban_stray_answer_close = False
+    config.eval.max_item_mentions = 3
     assert reasoning_spec(Tokenizer(), config).banned_tokens == ()
+    assert reasoning_spec(Tokenizer(), config).max_item_mentions == 3
+    config.model.sid_softmax = "vocab"        # SIDs are not tracked through the trie: no limit
+    assert reasoning_spec(Tokenizer(), config).max_item_mentions == 0
     Tokenizer.ids.pop("</answer>")
     with pytest.raises(ValueError, match="</answer>"):
         reasoning_spec(Tokenizer(), config)

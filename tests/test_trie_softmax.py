@@ -1,6 +1,7 @@
 """The trie-factored softmax (config.model.sid_softmax="trie"): states, loss, decoders, RL, config."""
 
 import functools
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +115,7 @@ def test_loss_equals_masked_full_softmax_and_gradients_match(setup):
         ok = jnp.take_along_axis(ok, labels[..., None], axis=-1)[..., 0]
         return jnp.sum(jnp.where(ok, -picked, 0.0) * weights), jnp.sum(weights * ok)
 
-    (l_nll, l_count, l_hits, l_bad), (lr_nll, lr_count) = ours_level(hidden, head), ref_level(hidden, head)
+    (l_nll, l_count, _, l_bad), (lr_nll, lr_count) = ours_level(hidden, head), ref_level(hidden, head)
     np.testing.assert_allclose(float(l_nll), float(lr_nll), rtol=1e-5)
     assert float(l_count) == float(lr_count) == float(count) and float(l_bad) == float(bad)
     assert float(l_nll) > float(nll)          # a level has at least as many competitors as a node
@@ -364,3 +365,49 @@ def test_item_unique_last_level_is_checked_on_the_sid_table():
     rank_suffix = type("S", (), {"lengths": lengths, "level_sizes": sizes})()
     with pytest.raises(SidArtifactError, match="config.eval.item_head_weight=2.*SID lengths 3..4"):
         require_item_unique_last_level(rank_suffix, "config.eval.item_head_weight=2")
+
+
+def _completions(dev, host_trie, row_tokens):
+    """[(step, leaf node, parent node)] of the items a row's text completes, by the trie walk."""
+    states = np.asarray(ts.token_states(dev, jnp.asarray(row_tokens)[None]))[0]
+    out, prev = [], -1
+    for t, st in enumerate(states):
+        if st >= 0 and host_trie.node_item[st] >= 0:
+            out.append((t, int(st), int(prev)))
+        prev = st
+    return out
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_max_item_mentions_caps_repeated_items_with_a_fallback(setup, limit):
+    """`sample_tokens(max_item_mentions=)`: no row completes an item more than `limit` times, except
+    where every item under that SID prefix was used up (the row must still finish its SID); rows
+    that never reached the cap draw exactly the unlimited run's tokens (same key)."""
+    s = setup
+    params = toy.init_params(s["vocab"], seed=2)
+    prompts = jnp.array(np.random.default_rng(5).integers(0, toy.N_SPECIAL, (64, 3)))
+    logits, cache = toy.prefill(params, prompts)
+
+    def run(m):
+        return np.asarray(jax.jit(lambda lg, c, key: sample_tokens(
+            toy.step_fn, params, lg, c, key, max_new_tokens=40, stop_tokens=(99,), temperature=1.0, top_p=1.0,
+            pad_id=0, trie=s["dev"], max_item_mentions=m))(logits, cache, jax.random.PRNGKey(3)).tokens)
+
+    free, capped = run(0), run(limit)
+    trie = s["trie"]
+    over_free = 0
+    for row_free, row in zip(free, capped):
+        free_max = max(Counter(leaf for _, leaf, _ in _completions(s["dev"], trie, row_free)).values(), default=0)
+        over_free += free_max > limit
+        counts = {}
+        for _, leaf, parent in _completions(s["dev"], trie, row):
+            if counts.get(leaf, 0) >= limit:       # allowed only if all leaf siblings are used up
+                _, kids = trie.children(parent)
+                assert all(counts.get(int(k), 0) >= limit for k in kids if trie.node_item[k] >= 0)
+            counts[leaf] = counts.get(leaf, 0) + 1
+        if free_max <= limit:
+            np.testing.assert_array_equal(row, row_free)
+    assert over_free > 0                          # the unlimited toy text does repeat items
+    with pytest.raises(ValueError, match="trie-softmax"):
+        sample_tokens(toy.step_fn, params, logits, cache, jax.random.PRNGKey(0), max_new_tokens=2,
+                      stop_tokens=(99,), temperature=1.0, top_p=1.0, pad_id=0, trie=None, max_item_mentions=1)

@@ -41,6 +41,9 @@ def defaults() -> ml_collections.ConfigDict:
     # The chain may not write `</answer>` (it belongs after `<answer>` SID, which the beam writes):
     # Office's small models wrote one after Step 5's last SID in ~40% of chains (session 22).
     c.ban_stray_answer_close = True
+    # No chain completes one item's SID more than this many times (0 = no limit; level/trie-softmax
+    # models, whose decoders track SIDs through the trie): a guard against repetition loops.
+    c.max_item_mentions = 0
     # Reasoning chains are decoded over growing attention windows of this many KV-cache slots
     # (gream_jax/infer/windows.py): the same tokens, early steps read only the slots written so
     # far; each window compiles its own loop body. 0 = every step reads the whole cache.
@@ -67,7 +70,7 @@ def validate(config) -> None:
         bad("beam_size", f"must be >= config.eval.top_k={e.top_k} (the beam holds the K items returned)")
     if not e.ks or any(k < 1 or k > e.top_k for k in e.ks):
         bad("ks", f"every K must be in [1, config.eval.top_k={e.top_k}]")
-    for field in ("max_batch", "reasoning_users", "seed_offset", "decode_window"):
+    for field in ("max_batch", "reasoning_users", "seed_offset", "decode_window", "max_item_mentions"):
         if e[field] < 0:
             bad(field, "must be >= 0")
     for field in ("memory_budget_mb", "prompt_bucket", "reasoning_budget", "num_samples"):

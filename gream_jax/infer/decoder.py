@@ -97,6 +97,10 @@ class ReasoningSpec(NamedTuple):
     # is ill-formed: small models write one straight after Step 5's last SID, then end the turn,
     # and the beam would answer after `...SID</answer><|im_end|><answer>` (docs/results.md, session 22).
     banned_tokens: tuple = ()
+    # Max times a chain may complete one item's SID (config.eval.max_item_mentions; 0 = no limit;
+    # trie-softmax models only). A trained chain names an item at most a few times (Steps 1, 3, 5);
+    # Beauty's sampled chains loop on a few SIDs in Step 5 until the budget runs out.
+    max_item_mentions: int = 0
 
 
 class ReasoningOutput(NamedTuple):
@@ -132,7 +136,7 @@ def _sample_chain(params, tokens, mask, trie: DeviceTrie, rng, temperature, top_
                          stop_tokens=(spec.answer_open,) + tuple(spec.end_tokens),
                          temperature=temperature, top_p=top_p, pad_id=spec.pad_id, trie=trie,
                          windows=attention_windows(cache_len, spec.decode_window, first_slot=tokens.shape[1]),
-                         banned_tokens=spec.banned_tokens)
+                         banned_tokens=spec.banned_tokens, max_item_mentions=spec.max_item_mentions)
     cache = text.cache
     keep = jnp.where(text.stopped, text.lengths - 1, text.lengths)          # [b*n]
     last = jnp.take_along_axis(text.tokens, jnp.maximum(text.lengths - 1, 0)[:, None], axis=1)[:, 0]

@@ -238,7 +238,8 @@ def reasoning_spec(tokenizer, config) -> decoder.ReasoningSpec:
                                  answer_open=ids[ANSWER_OPEN], think_close=ids[THINK_CLOSE],
                                  pad_id=int(tokenizer.pad_id), end_tokens=tuple(sorted(end)),
                                  decode_window=int(ev.decode_window),
-                                 banned_tokens=(ids[ANSWER_CLOSE],) if ev.ban_stray_answer_close else ())
+                                 banned_tokens=(ids[ANSWER_CLOSE],) if ev.ban_stray_answer_close else (),
+                                 max_item_mentions=int(ev.max_item_mentions) if renormalise(config) else 0)
 
 
 def recommend_reasoning(params, model_cfg, tokenizer, semantic_ids, trie, histories, config, mesh,

@@ -108,21 +108,38 @@ def ban_tokens(logits: jax.Array, banned: Sequence[int]) -> jax.Array:
     return logits.at[:, jnp.asarray(tuple(banned), jnp.int32)].set(NEG_INF)
 
 
-def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p, banned: Sequence[int] = ()):
+def sample_logits(logits: jax.Array, rng: jax.Array, temperature, top_p, draw_logits: jax.Array | None = None):
     """One token per row. logits [n, V] -> (tokens [n] int32, model log-probs [n]).
 
-    `banned` token ids are never drawn (a grammar rule, like the nucleus a sampling constraint);
-    the log-prob returned is still the model's, over the whole vocabulary."""
+    draw_logits [n, V]: the logits to draw from when a sampling constraint (a banned token, an
+    exhausted item) removes tokens; the log-prob returned is still the model's, from `logits`,
+    as under the nucleus."""
     logits = logits.astype(jnp.float32)
-    tokens = sample_token(rng, ban_tokens(logits, banned), temperature, top_p)
+    draw = logits if draw_logits is None else draw_logits.astype(jnp.float32)
+    tokens = sample_token(rng, draw, temperature, top_p)
     logp = jax.nn.log_softmax(logits, axis=-1)
     return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+def mask_exhausted_items(trie: DeviceTrie, logits: jax.Array, state: jax.Array, mentions: jax.Array,
+                         limit: int) -> jax.Array:
+    """logits [n, V] with each row's trie children that would complete an item already written
+    `limit` times set to NEG_INF. state [n] (trie node, -1 outside an SID), mentions [n, N] (times
+    each leaf node was completed). A node all of whose children are used up is left unmasked, so
+    the row can always finish its SID."""
+    tok, child, valid = trie.expand(jnp.maximum(state, 0))                     # [n, W]
+    used = jnp.take_along_axis(mentions, child, axis=1) >= limit
+    exhausted = valid & used & (trie.node_item[child] >= 0) & (state >= 0)[:, None]
+    some_left = (valid & ~exhausted).any(-1, keepdims=True)
+    vocab = logits.shape[-1]
+    rows = jnp.arange(logits.shape[0])[:, None]
+    return logits.at[rows, jnp.where(exhausted & some_left, tok, vocab)].set(NEG_INF, mode="drop")
 
 
 def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache: Any, rng: jax.Array,
                   *, max_new_tokens: int, stop_tokens: Sequence[int], temperature, top_p,
                   pad_id: int, trie: DeviceTrie | None = None, windows: Sequence[int] = (),
-                  banned_tokens: Sequence[int] = ()) -> TextSample:
+                  banned_tokens: Sequence[int] = (), max_item_mentions: int = 0) -> TextSample:
     """Samples up to `max_new_tokens` per row, stopping a row at its first stop token.
 
     A `lax.while_loop` that ends early once every row has stopped; the cache is carried (and so
@@ -134,38 +151,52 @@ def sample_tokens(step_fn: Callable, params: Any, first_logits: jax.Array, cache
     slots written so far; step_fn must then accept `attend_len=` and the cache have `.index`.
     banned_tokens (static): ids no row may draw (Reasoning mode bans a stray `</answer>`; see
     `infer.decoder.ReasoningSpec`); their log-probs stay in the model's normaliser.
+    max_item_mentions (static, > 0 with a trie-softmax `trie` only): no row completes one item's SID
+    more than this many times (`mask_exhausted_items`), a guard against a chain repeating a few
+    items until its budget runs out; 0 = off.
     """
     n = first_logits.shape[0]
     stops = jnp.asarray(tuple(stop_tokens), jnp.int32).reshape(-1)
     grammar = trie is not None and trie.renormalise
     if grammar:
         from gream_jax.model import trie_softmax
+    limit = int(max_item_mentions)
+    if limit > 0 and not grammar:
+        raise ValueError("max_item_mentions needs a trie-softmax trie (trie.renormalise): SIDs are "
+                         "tracked through the trie grammar")
+    rows = jnp.arange(n)
 
     def cond(c):
         t, done = c[0], c[3]
         return (t < max_new_tokens) & ~done.all()
 
     def body(c, attend_len):
-        t, out, out_lp, done, logits, cache, rng, state = c
+        t, out, out_lp, done, logits, cache, rng, state, mentions = c
         rng, key = jax.random.split(rng)
         if grammar:
             logits = trie_softmax.mask_logits(trie, logits, state)
-        tok, lp = sample_logits(logits, key, temperature, top_p, banned_tokens)
+        draw = mask_exhausted_items(trie, logits, state, mentions, limit) if limit else logits
+        tok, lp = sample_logits(logits, key, temperature, top_p, draw_logits=ban_tokens(draw, banned_tokens))
         if grammar:
             state = trie_softmax.next_state(trie, state, tok)
+        if limit:
+            completed = (state >= 0) & (trie.node_item[jnp.maximum(state, 0)] >= 0) & ~done
+            mentions = mentions.at[rows, jnp.maximum(state, 0)].add(completed.astype(jnp.int32))
         tok = jnp.where(done, pad_id, tok)
         out = out.at[:, t].set(tok)
         out_lp = out_lp.at[:, t].set(jnp.where(done, 0.0, lp))
         done = done | (tok[:, None] == stops[None, :]).any(-1)
         logits, cache = (step_fn(params, tok, cache) if attend_len is None
                          else step_fn(params, tok, cache, attend_len=attend_len))
-        return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng, state
+        return t + 1, out, out_lp, done, logits.astype(jnp.float32), cache, rng, state, mentions
 
+    n_nodes = trie.node_item.shape[0] if limit else 1
     init = (jnp.int32(0), jnp.full((n, max_new_tokens), pad_id, jnp.int32),
             jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool),
-            first_logits.astype(jnp.float32), cache, rng, jnp.full((n,), -1, jnp.int32))
-    _, out, out_lp, done, logits, cache, _, _ = windowed_while_loop(cond, body, init, lambda c: c[5].index,
-                                                                    windows)
+            first_logits.astype(jnp.float32), cache, rng, jnp.full((n,), -1, jnp.int32),
+            jnp.zeros((n, n_nodes), jnp.int32))
+    _, out, out_lp, done, logits, cache, _, _, _ = windowed_while_loop(cond, body, init, lambda c: c[5].index,
+                                                                       windows)
     is_stop = (out[..., None] == stops).any(-1)
     first_stop = jnp.argmax(is_stop, axis=-1)
     lengths = jnp.where(done, first_stop + 1, max_new_tokens).astype(jnp.int32)
