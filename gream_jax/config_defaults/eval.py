@@ -42,7 +42,8 @@ def defaults() -> ml_collections.ConfigDict:
     # Office's small models wrote one after Step 5's last SID in ~40% of chains (session 22).
     c.ban_stray_answer_close = True
     # No chain completes one item's SID more than this many times (0 = no limit; level/trie-softmax
-    # models, whose decoders track SIDs through the trie): a guard against repetition loops.
+    # models, whose decoders track SIDs through the trie): a guard against repetition loops. At 3 it
+    # left Beauty's looping chains looping (on other items) and cost ML-100k validation (session 22).
     c.max_item_mentions = 0
     # Reasoning chains are decoded over growing attention windows of this many KV-cache slots
     # (gream_jax/infer/windows.py): the same tokens, early steps read only the slots written so
