@@ -56,6 +56,20 @@ def test_npz_arrays_round_trip():
         Split.from_arrays(arrays, "x/split.npz")
 
 
+def test_item_counts_are_training_counts_and_load_split_reads_the_npz(tmp_path):
+    """Only the training parts count (targets do not); n_items pads the tail; `load_split` reads
+    back what run_prepare writes."""
+    from gream_jax.data.prepare import load_split
+    split = leave_one_out(_data([[1, 2, 1, 4, 9], [5, 1, 7]]), max_history=2)   # train [1, 2, 1], [5]
+    np.testing.assert_array_equal(split.item_counts(), [0, 2, 1, 0, 0, 1])
+    np.testing.assert_array_equal(split.item_counts(8), [0, 2, 1, 0, 0, 1, 0, 0])
+    path = str(tmp_path / "split.npz")
+    np.savez(path, **split.to_arrays())
+    back = load_split(path)
+    np.testing.assert_array_equal(back.test_targets, split.test_targets)
+    np.testing.assert_array_equal(back.item_counts(), split.item_counts())
+
+
 def test_stable_sort_and_deterministic_ids():
     # Events out of order; ties (t=5) keep file order; ids sorted numerically ("10" after "9").
     users = ["10", "9", "10", "10", "9", "9"]

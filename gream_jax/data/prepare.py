@@ -134,6 +134,12 @@ def run_prepare(config, workdir: str) -> dict:
                                   "history_length_percentiles", "dropped_users")}
 
 
+def load_split(path: str) -> Split:
+    """The leave-one-out split run_prepare wrote to `path` (WORKDIR/data/split.npz)."""
+    with np.load(path) as z:
+        return Split.from_arrays(dict(z), path)
+
+
 def load_prepared(workdir: str, config=None) -> tuple[InteractionData, Split]:
     """Reloads what run_prepare wrote. With `config`, refuses data prepared from another data config."""
     directory = os.path.join(workdir, "data")
@@ -144,8 +150,7 @@ def load_prepared(workdir: str, config=None) -> tuple[InteractionData, Split]:
     stats = io.read_json(os.path.join(directory, "stats.json"))
     if config is not None:
         _check_fingerprint(directory, data_fingerprint(config))
-    with np.load(os.path.join(directory, "split.npz")) as z:
-        split = Split.from_arrays(dict(z), os.path.join(directory, "split.npz"))
+    split = load_split(os.path.join(directory, "split.npz"))
     maps = io.read_json(os.path.join(directory, "id_maps.json"))
     items_path = os.path.join(directory, "items.jsonl")
     items = []

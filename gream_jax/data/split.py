@@ -64,6 +64,12 @@ class Split:
                 out[u, -len(h):] = h
         return out, lengths
 
+    def item_counts(self, n_items: int = 0) -> np.ndarray:
+        """[max(n_items, 1 + largest training item)] int64: how often each item occurs in the
+        training parts (the popularity every "most popular" figure is measured by)."""
+        flat = np.concatenate([t for t in self.train if len(t)] or [np.zeros(0, np.int64)])
+        return np.bincount(flat, minlength=n_items)
+
     def full_sequence(self, u: int) -> np.ndarray:
         return np.concatenate([self.train[u], [self.valid_targets[u], self.test_targets[u]]]).astype(np.int32)
 

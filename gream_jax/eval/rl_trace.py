@@ -140,27 +140,21 @@ def rules_table(traces: list[tuple[str, dict]], metric: str, min_gain: float, mi
 def load_target_popularity(workdirs: list[str]) -> dict[str, np.ndarray]:
     """split -> [n_users] training-split rating count of each user's target, from the first
     workdir's data/split.npz; every other workdir must hold the same split (or none)."""
-    from gream_jax.data.split import Split
-
-    def read(workdir):
-        path = os.path.join(workdir, "data", "split.npz")
-        with np.load(path) as z:
-            return Split.from_arrays(dict(z), path)
+    from gream_jax.data.prepare import load_split
 
     first = os.path.join(workdirs[0], "data", "split.npz")
     if not os.path.isfile(first):
         raise ValueError(f"{first}: no such file (--by_popularity reads the prepared split)")
-    split = read(workdirs[0])
+    split = load_split(first)
     for w in workdirs[1:]:
         if os.path.isfile(os.path.join(w, "data", "split.npz")):
-            other = read(w)
+            other = load_split(os.path.join(w, "data", "split.npz"))
             if not (np.array_equal(other.valid_targets, split.valid_targets)
                     and np.array_equal(other.test_targets, split.test_targets)):
                 raise ValueError(f"{w}/data/split.npz: other targets than {first}; pool runs of one dataset")
-    n_items = 1 + max(int(np.max(split.valid_targets)), int(np.max(split.test_targets)),
-                      max((int(t.max()) for t in split.train if len(t)), default=0))
-    counts = np.bincount(np.concatenate(split.train), minlength=n_items) if split.train else np.zeros(n_items, int)
-    return {"valid": counts[split.valid_targets], "test": counts[split.test_targets]}
+    targets = {which: split.targets(which) for which in ("valid", "test")}
+    counts = split.item_counts(1 + max(int(t.max(initial=-1)) for t in targets.values()))
+    return {which: counts[t] for which, t in targets.items()}
 
 
 def popularity_thirds(popularity: np.ndarray) -> np.ndarray:

@@ -188,8 +188,7 @@ def run_eval(config, workdir: str) -> dict:
     logging.info("eval: model %s (%s), %d users, %d items, beam %d, top-%d", model_dir,
                  meta.get("stage", "?"), split.n_users, data.n_items, config.eval.beam_size, config.eval.top_k)
 
-    item_counts = np.bincount(np.concatenate([t for t in split.train if len(t)] or [np.zeros(0, np.int64)]),
-                              minlength=data.n_items)
+    item_counts = split.item_counts(data.n_items)
     out_dir = os.path.join(workdir, "eval")
     choice = None
     if config.eval.item_head_weights and "direct" in config.eval.modes:
