@@ -98,6 +98,17 @@ def test_srpo_advantage_adds_bonus_and_registry():
         adv_lib.get_objective("ppo")
 
 
+def test_popularity_weights_by_hand():
+    live = np.array([True, True, True, False])              # the last group is a weight-0 filler
+    got = adv_lib.popularity_weights(np.array([1, 4, 2, 9]), 0.5, live)
+    raw = np.array([1, 0.5, 2 ** -0.5, 1 / 3])
+    np.testing.assert_allclose(got, raw / raw[:3].mean(), rtol=1e-6)
+    assert got[:3].mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(adv_lib.popularity_weights(np.array([3, 7]), 0.0, np.array([True, True])), [1, 1])
+    with pytest.raises(ValueError, match="target counts must be >= 1"):
+        adv_lib.popularity_weights(np.array([0, 2]), 1.0, np.array([True, True]))
+
+
 def test_zero_variance_groups():
     r = jnp.array([[0.5, 0.5, 0.5], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_array_equal(np.asarray(adv_lib.zero_variance_groups(r)), [True, False, True])
@@ -155,6 +166,15 @@ def test_future_window_config_is_checked():
     config = base_config()
     config.rl.mode, config.rl.credit_assignment, config.rl.future_window = "direct", "level", 3
     with pytest.raises(ConfigError, match="future_window=3 needs"):
+        validate_config(config)
+
+
+def test_target_popularity_power_config_is_checked():
+    from gream_jax.config_defaults import base_config
+    from gream_jax.config_defaults.base import ConfigError, validate_config
+    config = base_config()
+    config.rl.target_popularity_power = -0.5
+    with pytest.raises(ConfigError, match="target_popularity_power=-0.5"):
         validate_config(config)
 
 

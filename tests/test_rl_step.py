@@ -8,6 +8,7 @@ import pytest
 
 from gream_jax import mesh as mesh_lib
 from gream_jax.config_defaults import base_config
+from gream_jax.data.split import Split
 from gream_jax.model import api as model_api
 from gream_jax.model.config import ModelConfig
 from gream_jax.model.tokenizer import round_up, train_small_tokenizer
@@ -32,11 +33,6 @@ class TinySids:
         return "".join(self.item_tokens(item))
 
 
-@dataclasses.dataclass
-class TinySplit:
-    train: list
-
-
 @pytest.fixture(scope="module")
 def setup():
     codes = np.array([[a, b] for a in range(3) for b in range(3)], np.int32)       # 9 items
@@ -48,7 +44,8 @@ def setup():
                       num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, max_position_embeddings=256)
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     rng = np.random.default_rng(0)
-    split = TinySplit([rng.integers(0, 9, size=6).astype(np.int32) for _ in range(12)])
+    split = Split([rng.integers(0, 9, size=6).astype(np.int32) for _ in range(12)],
+                  np.zeros(12, np.int32), np.zeros(12, np.int32), max_history=4)
     config = base_config()
     config.data.max_history = 4
     config.tasks.direct_prompt = "dense"
@@ -157,3 +154,30 @@ def test_shared_prefix_step_equals_a_row_per_response_step(setup):
     np.testing.assert_allclose(m_on["loss"], m_off["loss"], rtol=1e-3, atol=1e-6)
     for a, b in zip(jax.tree.leaves(on.params), jax.tree.leaves(off.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+
+
+def test_target_popularity_power_reweights_each_groups_advantages(setup, monkeypatch):
+    """config.rl.target_popularity_power: the advantages handed to the update are the objective's
+    times (target training count) ** -power, normalised to mean 1 over the live groups."""
+    from gream_jax.train import advantages as adv_lib
+    import gream_jax.train.srpo_trainer as stage
+    captured = {}
+    real = stage.shared_prefix_batches
+
+    def spy(batch, adv, *args, **kwargs):
+        captured.update(batch=batch, adv=adv)
+        return real(batch, adv, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "shared_prefix_batches", spy)
+    trainer = _trainer(setup, target_popularity_power=1.0)
+    m = trainer.train_step()
+    assert m["skipped"] == 0.0 and np.isfinite(m["loss"])
+    batch, adv = captured["batch"], captured["adv"]
+    counts = trainer.split.item_counts(9)
+    targets = [np.flatnonzero((trainer.sids.codes == t).all(1))[0] for t in batch["target_codes"]]
+    np.testing.assert_array_equal(batch["target_counts"], counts[targets])
+    plain = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], 4, True))
+    w = 1.0 / counts[targets]
+    live = batch["group_weight"] > 0
+    np.testing.assert_allclose(adv, plain * (w / w[live].mean())[:, None], rtol=1e-5, atol=1e-6)
+

@@ -75,6 +75,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.future_discount = 0.8
     c.reward_credits = ()           # explicit credits for l = 1, 2, ... (overrides the formula)
     c.pass_k = 4
+    # Each group's advantages x (its target's training count) ** -power, mean 1 over the batch
+    # (advantages.popularity_weights): 1 = inverse-propensity weighting of the prompts, 0 = off (GREAM).
+    c.target_popularity_power = 0.0
     # "sequence" (GREAM): every token of an answer shares its advantage. "level" (Direct mode):
     # SID token l gets its reward-to-go (the reward minus what its prefix had already earned), so
     # a right prefix with a wrong item does not push that item up (advantages.level_advantage).
@@ -193,6 +196,8 @@ def validate(config) -> None:
                           f"{config.eval.item_head_weight}): that weight is the head's share of the policy")
     if not 0 < r.future_discount <= 1:
         raise ConfigError(f"config.rl.future_discount={r.future_discount}: must be in (0, 1]")
+    if not 0 <= r.target_popularity_power <= 2:
+        raise ConfigError(f"config.rl.target_popularity_power={r.target_popularity_power}: must be in [0, 2]")
     if r.future_window > 1 and r.credit_assignment == "level":
         raise ConfigError(f"config.rl.future_window={r.future_window} needs config.rl.credit_assignment="
                           "'sequence': the per-level reward-to-go is defined against one target")

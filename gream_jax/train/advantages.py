@@ -23,6 +23,12 @@ token (on a 2-level + item-token SID, matching the prefix earns 0.95 of the exac
 first l tokens had already earned (`level_returns`), z-scored over the group per level: the
 prefix tokens keep the sequence's signal, the item token is credited only by exact hits.
 
+Target-popularity weights (`config.rl.target_popularity_power`, ours): an expected-reward
+gradient on the residual reward moves ranking credit toward prompts whose target the model already
+favours, the popular items (docs/results.md, session 22). `popularity_weights` scales each group's
+advantages by its target's training count to the power -a, normalised to mean 1 over the batch's
+live groups, an inverse-propensity weighting (a = 1) or a partial one (0 < a < 1); a = 0 is GREAM.
+
 Binomial coefficients come from an exact Pascal table built on the host (n is the static group
 size), so no log-gamma rounding enters the ratios; C(a, b) = 0 outside 0 <= b <= a.
 """
@@ -113,6 +119,19 @@ def level_advantage(rewards: jax.Array, matches: jax.Array, hits: jax.Array, cre
     if use_bonus:
         adv = adv + pass_at_k_bonus(hits, k, eps)[..., None]
     return adv
+
+
+def popularity_weights(target_counts: np.ndarray, power: float, live: np.ndarray) -> np.ndarray:
+    """Per-group advantage weights `[P]`: target_counts `[P]` (>= 1: a training target occurs in
+    training) ** -power, scaled so the `live [P]` groups (weight > 0 in the batch) average 1."""
+    counts = np.asarray(target_counts, np.float64)
+    if counts.size and counts.min() < 1:
+        raise ValueError(f"popularity_weights: target counts must be >= 1 (got min {counts.min()})")
+    raw = counts ** -float(power)
+    live = np.asarray(live, bool)
+    if not live.any():
+        return np.ones_like(raw, np.float32)
+    return (raw / raw[live].mean()).astype(np.float32)
 
 
 def zero_variance_groups(rewards: jax.Array) -> jax.Array:

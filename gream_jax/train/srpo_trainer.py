@@ -108,6 +108,7 @@ class SrpoTrainer:
         prompt_fn = direct_prompt_ids if rl.mode == "direct" else reasoning_prompt_ids
         self.prompt = lambda history: prompt_fn(tokenizer, sids, history, config)
         self.pool = PromptPool(split.train, int(config.seed), int(rl.prompt_positions))
+        self.item_counts = split.item_counts(len(sids.codes))        # [n_items]: target popularity
         opt = srpo.OptimizerConfig.from_config(rl)
         self.opt_state = srpo.init_optimizer_state(model_cfg, opt, params, mesh, rules)
         r = self.spec.response_len
@@ -149,6 +150,7 @@ class SrpoTrainer:
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
         out["target_codes"] = targets
+        out["target_counts"] = self.item_counts[[t for _, t in hist_targets]][:len(out["rewards"])]
         if self.rl.future_window > 1:     # reward against the target and the user's next items
             out["rewards"], out["hits"] = self._window_rewards(out, pairs)
         if self.rl.rank_penalty > 0:
@@ -224,6 +226,10 @@ class SrpoTrainer:
         else:
             adv = np.asarray(adv_lib.srpo_advantage(batch["rewards"], batch["hits"], int(rl.pass_k),
                                                     self.objective.bonus))
+        if rl.target_popularity_power > 0:       # inverse-propensity weights of the groups
+            w = adv_lib.popularity_weights(batch["target_counts"], float(rl.target_popularity_power),
+                                           batch["group_weight"] > 0)
+            adv = adv * w.reshape((-1,) + (1,) * (adv.ndim - 1))
         np_rng = np.random.default_rng([int(self.config.seed), 0xB47C, self.step])
         layout = shared_prefix_batches if self.group_rows else update_batches
         minis = layout(batch, adv, int(rl.mini_batch_prompts), self.micro, np_rng, int(self.tokenizer.pad_id),
