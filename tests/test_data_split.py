@@ -68,6 +68,10 @@ def test_item_counts_are_training_counts_and_load_split_reads_the_npz(tmp_path):
     back = load_split(path)
     np.testing.assert_array_equal(back.test_targets, split.test_targets)
     np.testing.assert_array_equal(back.item_counts(), split.item_counts())
+    # The same counts over plain lists (the chain templates' group examples), empty parts skipped.
+    from gream_jax.data.split import training_counts
+    np.testing.assert_array_equal(training_counts([[1, 2, 1], [], [5]], 7), [0, 2, 1, 0, 0, 1, 0])
+    assert training_counts([], 3).tolist() == [0, 0, 0]
 
 
 def test_stable_sort_and_deterministic_ids():

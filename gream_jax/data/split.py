@@ -23,6 +23,14 @@ MIN_INTERACTIONS = 3
 SPLITS = ("valid", "test")
 
 
+def training_counts(sequences, n_items: int = 0) -> np.ndarray:
+    """[max(n_items, 1 + largest item)] int64: how often each item occurs in `sequences` (lists or
+    arrays of item ids), the training popularity that `Split.item_counts` and the chain
+    templates' group examples rank items by."""
+    flat = np.concatenate([np.asarray(t, np.int64) for t in sequences if len(t)] or [np.zeros(0, np.int64)])
+    return np.bincount(flat, minlength=n_items)
+
+
 @dataclass
 class Split:
     train: list[np.ndarray]         # per user: all but the last two items, int32
@@ -67,8 +75,7 @@ class Split:
     def item_counts(self, n_items: int = 0) -> np.ndarray:
         """[max(n_items, 1 + largest training item)] int64: how often each item occurs in the
         training parts (the popularity every "most popular" figure is measured by)."""
-        flat = np.concatenate([t for t in self.train if len(t)] or [np.zeros(0, np.int64)])
-        return np.bincount(flat, minlength=n_items)
+        return training_counts(self.train, n_items)
 
     def full_sequence(self, u: int) -> np.ndarray:
         return np.concatenate([self.train[u], [self.valid_targets[u], self.test_targets[u]]]).astype(np.int32)

@@ -26,6 +26,7 @@ import re
 
 import numpy as np
 
+from gream_jax.data.split import training_counts
 from gream_jax.tasks import templates
 from gream_jax.tasks.alignment import sample_rows, training_targets
 from gream_jax.tasks.attributes import short_title
@@ -182,8 +183,7 @@ def named_group(text: str) -> int | None:
 def group_examples(train_sequences, first_codes: np.ndarray) -> dict[int, list[int]]:
     """Each semantic group's items, most frequent in the training parts first (ties by item id):
     the candidates `pick_group_example` names a group by."""
-    counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in train_sequences] or [np.zeros(0, np.int64)]),
-                         minlength=len(first_codes))
+    counts = training_counts(train_sequences, len(first_codes))
     order = sorted(range(len(first_codes)), key=lambda i: (-int(counts[i]), i))
     out: dict[int, list[int]] = {}
     for i in order:
