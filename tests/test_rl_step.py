@@ -65,6 +65,20 @@ def _trainer(setup, **overrides):
     return SrpoTrainer(config, cfg, params, tok, sids, split, mesh, mesh_lib.DEFAULT_RULES)
 
 
+def _capture_update_inputs(monkeypatch, layout: str) -> dict:
+    """Wraps the trainer's update-batch layout so a test sees the batch and advantages it gets."""
+    import gream_jax.train.srpo_trainer as stage
+    captured = {}
+    real = getattr(stage, layout)
+
+    def spy(batch, adv, *args, **kwargs):
+        captured.update(batch=batch, adv=adv)
+        return real(batch, adv, *args, **kwargs)
+
+    monkeypatch.setattr(stage, layout, spy)
+    return captured
+
+
 def test_direct_srpo_step_updates_policy_only(setup):
     trainer = _trainer(setup)
     before = jax.tree.map(np.asarray, trainer.params)
@@ -116,16 +130,8 @@ def test_direct_step_with_level_credit(setup, monkeypatch, shared_prefix):
     from gream_jax.train import rewards as rw
     trainer = _trainer(setup, credit_assignment="level", shared_prefix=shared_prefix)
     assert trainer.token_credit
-    captured = {}
-    import gream_jax.train.srpo_trainer as stage
-    name = "shared_prefix_batches" if shared_prefix == "on" else "update_batches"
-    real = getattr(stage, name)
-
-    def spy(batch, adv, *args, **kwargs):
-        captured.update(batch=batch, adv=adv)
-        return real(batch, adv, *args, **kwargs)
-
-    monkeypatch.setattr(stage, name, spy)
+    captured = _capture_update_inputs(monkeypatch, "shared_prefix_batches" if shared_prefix == "on"
+                                      else "update_batches")
     before = jax.tree.map(np.asarray, trainer.params)
     m = trainer.train_step()
     batch, adv = captured["batch"], captured["adv"]
@@ -160,15 +166,7 @@ def test_target_popularity_power_reweights_each_groups_advantages(setup, monkeyp
     """config.rl.target_popularity_power: the advantages handed to the update are the objective's
     times (target training count) ** -power, normalised to mean 1 over the live groups."""
     from gream_jax.train import advantages as adv_lib
-    import gream_jax.train.srpo_trainer as stage
-    captured = {}
-    real = stage.shared_prefix_batches
-
-    def spy(batch, adv, *args, **kwargs):
-        captured.update(batch=batch, adv=adv)
-        return real(batch, adv, *args, **kwargs)
-
-    monkeypatch.setattr(stage, "shared_prefix_batches", spy)
+    captured = _capture_update_inputs(monkeypatch, "shared_prefix_batches")
     trainer = _trainer(setup, target_popularity_power=1.0)
     m = trainer.train_step()
     assert m["skipped"] == 0.0 and np.isfinite(m["loss"])

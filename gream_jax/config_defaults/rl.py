@@ -76,7 +76,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.reward_credits = ()           # explicit credits for l = 1, 2, ... (overrides the formula)
     c.pass_k = 4
     # Each group's advantages x (its target's training count) ** -power, mean 1 over the batch
-    # (advantages.popularity_weights): 1 = inverse-propensity weighting of the prompts, 0 = off (GREAM).
+    # (advantages.popularity_weights): 1 = inverse-propensity weighting of the prompts, 0 = off (GREAM);
+    # in [0, 2]. Session 23 (docs/results.md): it sets which users RL moves credit toward; no value gave a net gain.
     c.target_popularity_power = 0.0
     # "sequence" (GREAM): every token of an answer shares its advantage. "level" (Direct mode):
     # SID token l gets its reward-to-go (the reward minus what its prefix had already earned), so
