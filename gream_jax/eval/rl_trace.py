@@ -147,8 +147,9 @@ def load_target_popularity(workdirs: list[str]) -> dict[str, np.ndarray]:
         raise ValueError(f"{first}: no such file (--by_popularity reads the prepared split)")
     split = load_split(first)
     for w in workdirs[1:]:
-        if os.path.isfile(os.path.join(w, "data", "split.npz")):
-            other = load_split(os.path.join(w, "data", "split.npz"))
+        path = os.path.join(w, "data", "split.npz")
+        if os.path.isfile(path):
+            other = load_split(path)
             if not (np.array_equal(other.valid_targets, split.valid_targets)
                     and np.array_equal(other.test_targets, split.test_targets)):
                 raise ValueError(f"{w}/data/split.npz: other targets than {first}; pool runs of one dataset")

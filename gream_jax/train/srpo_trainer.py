@@ -146,11 +146,12 @@ class SrpoTrainer:
         max_h = int(self.config.data.max_history)
         hist_targets = [history_and_target(self.split.train, p, max_h) for p in pairs]
         prompts = [self.prompt(h) for h, _ in hist_targets]
-        targets = np.asarray(self.sids.codes)[[t for _, t in hist_targets]]
+        target_items = np.asarray([t for _, t in hist_targets], np.int64)         # [n]
+        targets = np.asarray(self.sids.codes)[target_items]
         self.rng, key = jax.random.split(self.rng)
         out = self.runner.run(self.params, prompts, targets, key)
         out["target_codes"] = targets
-        out["target_counts"] = self.item_counts[[t for _, t in hist_targets]][:len(out["rewards"])]
+        out["target_counts"] = self.item_counts[target_items]
         if self.rl.future_window > 1:     # reward against the target and the user's next items
             out["rewards"], out["hits"] = self._window_rewards(out, pairs)
         if self.rl.rank_penalty > 0:
